@@ -1,0 +1,1 @@
+"""journeymap: customer-journey intelligence for e-commerce."""

@@ -1,0 +1,172 @@
+"""Who shops in the simulated store and how: personas, traffic seasonality and the planted effects.
+
+Every behavioural number of the simulator lives here, so the ground truth written beside the
+output and the engine that produces the events read the same constants.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+DEVICES = ("desktop", "mobile", "tablet")
+CHANNELS = ("direct", "organic_search", "paid_search", "social", "email")
+EMAIL = CHANNELS.index("email")
+
+# Every persona gets the same email share, so email's higher conversion cannot be explained by
+# which personas read email: the channel effect is unconfounded by construction.
+EMAIL_SHARE = 0.12
+
+# Planted effect 1: checkout completion is much worse on mobile, for every persona.
+P_COMPLETE = {"desktop": 0.70, "mobile": 0.35, "tablet": 0.70}
+# Planted effect 2: email sessions carry this multiplier on their cart and checkout propensity.
+EMAIL_MULTIPLIER = 2.5
+# Planted effect 4: a coupon banner shown in a random share of sessions, independent of all else;
+# its persona-specific uplift on the purchase probability is in Persona.coupon_uplift.
+COUPON_RATE = 0.25
+COUPON_CODE = "coupon10"
+
+# Session starts per weekday relative to an average day: peaks on the weekend and on Monday.
+WEEKLY_SEASONALITY = {
+    "monday": 1.20,
+    "tuesday": 0.95,
+    "wednesday": 0.90,
+    "thursday": 0.88,
+    "friday": 0.92,
+    "saturday": 1.05,
+    "sunday": 1.10,
+}
+# Share of session starts by hour of day (UTC): quiet nights, a lunch bump, an evening peak.
+HOURLY_PROFILE = (
+    0.012, 0.007, 0.005, 0.004, 0.004, 0.006, 0.014, 0.026, 0.038, 0.046, 0.050, 0.054,
+    0.058, 0.055, 0.050, 0.048, 0.050, 0.056, 0.064, 0.072, 0.076, 0.070, 0.052, 0.032,
+)
+
+
+@dataclass(frozen=True)
+class Persona:
+    """One kind of shopper; each number is a per-user or per-session probability or mean."""
+
+    name: str
+    description: str
+    share: float  # fraction of users
+    p_return: float  # chance of at least one visit after the first
+    extra_visits_mean: float  # mean number of further visits for those who return
+    return_gap_days: float  # mean days between two visits
+    p_bounce: float  # leaves after the landing page without viewing a product
+    views_mean: float  # mean product views in a session that does not bounce
+    p_search: float  # chance a session uses the search box
+    device_mix: tuple[float, float, float]  # desktop, mobile, tablet
+    channel_mix: tuple[float, float, float, float]  # direct, organic, paid, social (email apart)
+    affinity: dict[str, float]  # weight of top categories above the default 1.0
+    price_sensitivity: float  # exponent a in P(product) ~ popularity * price**-a
+    p_checkout: tuple[float, float, float]  # P(session reaches checkout) on visit 1, 2, 3+
+    p_cart_only: tuple[float, float, float]  # P(session carts but does not check out), visit 1, 2, 3+
+    p_review: float  # chance a purchase is reviewed in the buyer's next session
+    coupon_uplift: float  # absolute rise of the session purchase probability under the coupon
+
+    @property
+    def channel_probs(self) -> tuple[float, ...]:
+        return (*(c * (1.0 - EMAIL_SHARE) for c in self.channel_mix), EMAIL_SHARE)
+
+
+PERSONAS: tuple[Persona, ...] = (
+    Persona(
+        name="window_shopper",
+        description="Browses a view or two of fashion and beauty, rarely returns, almost never buys.",
+        share=0.40, p_return=0.22, extra_visits_mean=1.4, return_gap_days=8.0,
+        p_bounce=0.30, views_mean=2.6, p_search=0.08,
+        device_mix=(0.45, 0.45, 0.10), channel_mix=(0.28, 0.34, 0.15, 0.23),
+        affinity={"apparel": 3.0, "accessories": 2.0, "beauty": 2.0, "home": 1.5},
+        price_sensitivity=0.0,
+        p_checkout=(0.004, 0.004, 0.004), p_cart_only=(0.012, 0.012, 0.012),
+        p_review=0.02, coupon_uplift=0.02,
+    ),
+    Persona(
+        name="mission_buyer",
+        description="Knows what they want: searches, views few products and buys fast, mostly tech.",
+        share=0.15, p_return=0.15, extra_visits_mean=1.3, return_gap_days=12.0,
+        p_bounce=0.05, views_mean=1.7, p_search=0.85,
+        device_mix=(0.62, 0.30, 0.08), channel_mix=(0.22, 0.43, 0.25, 0.10),
+        affinity={"electronics": 3.0, "computers": 3.0, "appliances": 2.0},
+        price_sensitivity=-0.1,
+        p_checkout=(0.09, 0.09, 0.09), p_cart_only=(0.03, 0.03, 0.03),
+        p_review=0.10, coupon_uplift=0.0,
+    ),
+    Persona(
+        name="mobile_impulse_buyer",
+        description="Arrives from social on a phone, browses trends and sometimes buys on a whim.",
+        share=0.20, p_return=0.28, extra_visits_mean=1.8, return_gap_days=5.0,
+        p_bounce=0.22, views_mean=3.2, p_search=0.10,
+        device_mix=(0.10, 0.82, 0.08), channel_mix=(0.17, 0.14, 0.17, 0.52),
+        affinity={"beauty": 3.0, "apparel": 3.0, "accessories": 2.0, "kids": 1.5},
+        price_sensitivity=0.3,
+        p_checkout=(0.03, 0.03, 0.03), p_cart_only=(0.04, 0.04, 0.04),
+        p_review=0.05, coupon_uplift=0.08,
+    ),
+    Persona(
+        name="bargain_hunter",
+        description="Compares many cheap items, carts on the first visit and buys on the second.",
+        share=0.15, p_return=0.85, extra_visits_mean=1.6, return_gap_days=2.0,
+        p_bounce=0.05, views_mean=7.0, p_search=0.40,
+        device_mix=(0.55, 0.35, 0.10), channel_mix=(0.18, 0.45, 0.20, 0.17),
+        affinity={"electronics": 2.0, "home": 2.0, "sports": 2.0, "appliances": 1.5},
+        price_sensitivity=1.3,
+        p_checkout=(0.0, 0.45, 0.05), p_cart_only=(0.45, 0.10, 0.05),
+        p_review=0.08, coupon_uplift=0.15,
+    ),
+    Persona(
+        name="loyal_repeat_buyer",
+        description="Returns often to favourite home, beauty and kids brands, buys regularly, reviews.",
+        share=0.10, p_return=1.0, extra_visits_mean=5.0, return_gap_days=6.0,
+        p_bounce=0.10, views_mean=3.5, p_search=0.30,
+        device_mix=(0.60, 0.30, 0.10), channel_mix=(0.50, 0.22, 0.10, 0.18),
+        affinity={"home": 2.0, "beauty": 2.0, "kids": 2.0},
+        price_sensitivity=-0.3,
+        p_checkout=(0.08, 0.08, 0.08), p_cart_only=(0.04, 0.04, 0.04),
+        p_review=0.35, coupon_uplift=0.01,
+    ),
+)
+PERSONA_INDEX = {p.name: i for i, p in enumerate(PERSONAS)}
+
+
+def stage_probabilities(
+    persona: np.ndarray, visit: np.ndarray, device: np.ndarray, channel: np.ndarray, coupon: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """P(reach checkout) and P(cart without checkout) per session, with effects 2-4 applied.
+
+    The coupon adds uplift / P(complete | device) to the checkout probability, so that after
+    the device-specific completion step the purchase probability rises by exactly the uplift
+    (unless capped at 1). Sessions where a persona cannot buy at all (bargain_hunter's first
+    visit) get no coupon uplift, which keeps that persona's first-visit purchases at zero.
+    """
+    v = np.minimum(visit, 3) - 1
+    base_checkout = np.array([p.p_checkout for p in PERSONAS])[persona, v]
+    base_cart = np.array([p.p_cart_only for p in PERSONAS])[persona, v]
+    multiplier = np.where(channel == EMAIL, EMAIL_MULTIPLIER, 1.0)
+    complete = np.array([P_COMPLETE[d] for d in DEVICES])[device]
+    uplift = np.array([p.coupon_uplift for p in PERSONAS])[persona]
+    checkout = base_checkout * multiplier + np.where(coupon & (base_checkout > 0), uplift / complete, 0.0)
+    checkout = np.minimum(checkout, 1.0)
+    cart = np.minimum(base_cart * multiplier, 1.0 - checkout)
+    return checkout, cart
+
+
+def expected_purchase_rate(persona: str, visit: int) -> float:
+    """P(a session contains a purchase) for one persona and visit number, averaged over its mix.
+
+    This is what an analyst measures as the persona's purchase rate on that visit: the average
+    over the persona's device and channel mix and the random coupon assignment.
+    """
+    p = PERSONAS[PERSONA_INDEX[persona]]
+    total = 0.0
+    for d, p_d in enumerate(p.device_mix):
+        for c, p_c in enumerate(p.channel_probs):
+            for coupon, p_k in ((True, COUPON_RATE), (False, 1.0 - COUPON_RATE)):
+                checkout, _ = stage_probabilities(
+                    np.array([PERSONA_INDEX[persona]]), np.array([visit]), np.array([d]),
+                    np.array([c]), np.array([coupon]),
+                )
+                total += p_d * p_c * p_k * float(checkout[0]) * P_COMPLETE[DEVICES[d]]
+    return total
