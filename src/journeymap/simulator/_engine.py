@@ -29,7 +29,7 @@ CONSTANT_PROPERTIES = {
     PROMOTION: f'{{"promotion":"{COUPON_CODE}"}}',
 }
 
-P_CATEGORY_PAGE = 0.35  # a product view is preceded by a category listing page
+P_CATEGORY_PAGE = 0.5  # a product view is preceded by a category listing page
 P_BACK = 0.15  # a view returns to a product already seen in the session
 P_IN_LEAF = 0.85  # a view stays in the session's category
 P_REMOVE = 0.10  # a cart session removes one item again
@@ -111,7 +111,8 @@ class Journeys:
         reviewed = self._pending_review.pop(user, None)
         if reviewed is not None:
             t += 20 + int(-60 * log(1.0 - rand()))
-            rating = 1 + sum(rand() > c for c in _RATING_CUM)
+            u = rand()
+            rating = 1 + sum(u > c for c in _RATING_CUM)
             texts = self._reviews[self.catalog.leaf[reviewed]][rating]
             emit(t, REVIEW, reviewed, payload=texts[int(rand() * len(texts))], rating=rating)
 
@@ -120,7 +121,11 @@ class Journeys:
         carried = self._pending_cart.pop(user, [])
         # Searches: the first one opens the session, later ones come before random views.
         search_at = sorted([0] + [int(rand() * n_views) for _ in range(n_search - 1)]) if n_search else []
-        cart_at = set(self.rng.sample(range(n_views), n_items)) if stage else set()
+        cart_at: set[int] = set()
+        if stage:
+            # A returning bargain hunter views and carts again what was left in the cart last time.
+            first = min(len(carried), n_items)
+            cart_at = set(range(first)) | set(self.rng.sample(range(first, n_views), n_items - first))
         cart: dict[int, int] = {}
         viewed: list[int] = []
         s = 0

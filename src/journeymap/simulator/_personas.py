@@ -24,7 +24,7 @@ P_COMPLETE = {"desktop": 0.70, "mobile": 0.35, "tablet": 0.70}
 EMAIL_MULTIPLIER = 2.5
 # Planted effect 4: a coupon banner shown in a random share of sessions, independent of all else;
 # its persona-specific uplift on the purchase probability is in Persona.coupon_uplift.
-COUPON_RATE = 0.25
+COUPON_RATE = 0.20
 COUPON_CODE = "coupon10"
 
 # Session starts per weekday relative to an average day: peaks on the weekend and on Monday.
@@ -76,55 +76,55 @@ PERSONAS: tuple[Persona, ...] = (
         name="window_shopper",
         description="Browses a view or two of fashion and beauty, rarely returns, almost never buys.",
         share=0.40, p_return=0.22, extra_visits_mean=1.4, return_gap_days=8.0,
-        p_bounce=0.30, views_mean=2.6, p_search=0.08,
+        p_bounce=0.30, views_mean=2.6, p_search=0.05,
         device_mix=(0.45, 0.45, 0.10), channel_mix=(0.28, 0.34, 0.15, 0.23),
         affinity={"apparel": 3.0, "accessories": 2.0, "beauty": 2.0, "home": 1.5},
         price_sensitivity=0.0,
-        p_checkout=(0.004, 0.004, 0.004), p_cart_only=(0.012, 0.012, 0.012),
+        p_checkout=(0.004, 0.004, 0.004), p_cart_only=(0.008, 0.008, 0.008),
         p_review=0.02, coupon_uplift=0.02,
     ),
     Persona(
         name="mission_buyer",
         description="Knows what they want: searches, views few products and buys fast, mostly tech.",
         share=0.15, p_return=0.15, extra_visits_mean=1.3, return_gap_days=12.0,
-        p_bounce=0.05, views_mean=1.7, p_search=0.85,
+        p_bounce=0.05, views_mean=1.7, p_search=0.50,
         device_mix=(0.62, 0.30, 0.08), channel_mix=(0.22, 0.43, 0.25, 0.10),
         affinity={"electronics": 3.0, "computers": 3.0, "appliances": 2.0},
         price_sensitivity=-0.1,
-        p_checkout=(0.09, 0.09, 0.09), p_cart_only=(0.03, 0.03, 0.03),
+        p_checkout=(0.09, 0.09, 0.09), p_cart_only=(0.02, 0.02, 0.02),
         p_review=0.10, coupon_uplift=0.0,
     ),
     Persona(
         name="mobile_impulse_buyer",
         description="Arrives from social on a phone, browses trends and sometimes buys on a whim.",
         share=0.20, p_return=0.28, extra_visits_mean=1.8, return_gap_days=5.0,
-        p_bounce=0.22, views_mean=3.2, p_search=0.10,
+        p_bounce=0.22, views_mean=3.2, p_search=0.06,
         device_mix=(0.10, 0.82, 0.08), channel_mix=(0.17, 0.14, 0.17, 0.52),
         affinity={"beauty": 3.0, "apparel": 3.0, "accessories": 2.0, "kids": 1.5},
         price_sensitivity=0.3,
-        p_checkout=(0.03, 0.03, 0.03), p_cart_only=(0.04, 0.04, 0.04),
+        p_checkout=(0.03, 0.03, 0.03), p_cart_only=(0.025, 0.025, 0.025),
         p_review=0.05, coupon_uplift=0.08,
     ),
     Persona(
         name="bargain_hunter",
         description="Compares many cheap items, carts on the first visit and buys on the second.",
         share=0.15, p_return=0.85, extra_visits_mean=1.6, return_gap_days=2.0,
-        p_bounce=0.05, views_mean=7.0, p_search=0.40,
+        p_bounce=0.05, views_mean=7.0, p_search=0.12,
         device_mix=(0.55, 0.35, 0.10), channel_mix=(0.18, 0.45, 0.20, 0.17),
         affinity={"electronics": 2.0, "home": 2.0, "sports": 2.0, "appliances": 1.5},
         price_sensitivity=1.3,
-        p_checkout=(0.0, 0.45, 0.05), p_cart_only=(0.45, 0.10, 0.05),
+        p_checkout=(0.0, 0.45, 0.05), p_cart_only=(0.25, 0.08, 0.04),
         p_review=0.08, coupon_uplift=0.15,
     ),
     Persona(
         name="loyal_repeat_buyer",
         description="Returns often to favourite home, beauty and kids brands, buys regularly, reviews.",
         share=0.10, p_return=1.0, extra_visits_mean=5.0, return_gap_days=6.0,
-        p_bounce=0.10, views_mean=3.5, p_search=0.30,
+        p_bounce=0.10, views_mean=3.5, p_search=0.10,
         device_mix=(0.60, 0.30, 0.10), channel_mix=(0.50, 0.22, 0.10, 0.18),
         affinity={"home": 2.0, "beauty": 2.0, "kids": 2.0},
         price_sensitivity=-0.3,
-        p_checkout=(0.08, 0.08, 0.08), p_cart_only=(0.04, 0.04, 0.04),
+        p_checkout=(0.08, 0.08, 0.08), p_cart_only=(0.03, 0.03, 0.03),
         p_review=0.35, coupon_uplift=0.01,
     ),
 )

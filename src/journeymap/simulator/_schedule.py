@@ -13,7 +13,7 @@ import numpy as np
 
 from ._catalog import Catalog, TOP_NAMES
 from ._personas import (
-    COUPON_RATE, DEVICES, HOURLY_PROFILE, P_COMPLETE, PERSONAS, WEEKLY_SEASONALITY, stage_probabilities,
+    CHANNELS, COUPON_RATE, DEVICES, HOURLY_PROFILE, P_COMPLETE, PERSONAS, WEEKLY_SEASONALITY, stage_probabilities,
 )
 
 # Most sessions stay in the user's favourite leaf category; the rest follow the shop's traffic.
@@ -119,9 +119,9 @@ def build_schedule(
     views = rng.geometric(1.0 / np.array([p.views_mean for p in PERSONAS])[sp])
     n_views = np.where(bounce, 0, np.where(stage > 0, np.maximum(views, n_items), views)).astype(np.int32)
     searches = rng.random(n) < np.array([p.p_search for p in PERSONAS])[sp]
-    n_search = np.where(searches, rng.geometric(0.65, n), 0).astype(np.int32)
+    n_search = np.where(searches, rng.geometric(0.8, n), 0).astype(np.int32)
     # Direct and email visitors mostly land on the home page, the others on a category page.
-    land_home = rng.random(n) < np.where(np.isin(channel, (0, 4)), 0.7, 0.3)
+    land_home = rng.random(n) < np.where(np.isin(channel, (CHANNELS.index("direct"), CHANNELS.index("email"))), 0.7, 0.3)
     any_leaf = rng.choice(len(catalog.leaves), n, p=catalog.leaf_weight)
     leaf = np.where(rng.random(n) < P_FAVOURITE_LEAF, user_leaf[user], any_leaf).astype(np.int32)
 

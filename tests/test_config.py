@@ -1,0 +1,47 @@
+from datetime import timedelta
+
+import pytest
+
+from journeymap.config import Settings, parse_duration
+from journeymap.exceptions import ConfigError
+
+
+def test_missing_secret_says_how_to_set_one():
+    with pytest.raises(ConfigError, match=r"No pseudonymization secret is set\. Set one with: export JOURNEYMAP_SECRET="):
+        Settings().require_secret()
+
+
+def test_short_secret_is_refused():
+    with pytest.raises(ConfigError, match="is 5 characters; use at least 16"):
+        Settings(secret="short").require_secret()
+
+
+def test_environment_secret_wins_over_the_file(tmp_path, monkeypatch):
+    (tmp_path / "journeymap.toml").write_text('secret = "from-the-file-0123456789"\nsession_gap = "45m"\n')
+    assert Settings.load().secret == "from-the-file-0123456789"
+    assert Settings.load().session_gap == timedelta(minutes=45)
+    monkeypatch.setenv("JOURNEYMAP_SECRET", "from-the-env-0123456789")
+    assert Settings.load().secret == "from-the-env-0123456789"
+
+
+def test_stages_and_aliases_come_from_the_config(tmp_path):
+    (tmp_path / "journeymap.toml").write_text(
+        '[event_types]\ncustom = ["wishlist_share"]\n[event_types.aliases]\nclick = "product_view"\n'
+        '[stages]\nretain = ["wishlist_share"]\n'
+    )
+    vocabulary = Settings.load().vocabulary
+    assert vocabulary.canonical("click") == "product_view"
+    assert vocabulary.stage_of["wishlist_share"] == "retain"
+    assert vocabulary.stage_of["purchase"] == "convert"
+    assert vocabulary.canonical("nope") is None
+
+
+def test_config_errors_name_the_problem(tmp_path):
+    (tmp_path / "journeymap.toml").write_text('[stages]\nbuy = ["purchase"]\n')
+    with pytest.raises(ConfigError, match="Unknown stage 'buy'"):
+        Settings.load()
+    (tmp_path / "journeymap.toml").write_text('colour = "blue"\n')
+    with pytest.raises(ConfigError, match="Unknown setting"):
+        Settings.load()
+    with pytest.raises(ConfigError, match="must be a positive duration like '30m', '1h' or '7d'. Got '-1h'"):
+        parse_duration("-1h", "window")
