@@ -182,7 +182,7 @@ def _read_csv(path: Path, dialect: Dialect) -> Iterator[RawBatch]:
         reader = pacsv.open_csv(
             _open(path),
             read_options=pacsv.ReadOptions(
-                use_threads=True,
+                use_threads=False,  # with threads, pyarrow cannot number invalid rows
                 block_size=CSV_BLOCK_BYTES,
                 column_names=names,
                 skip_rows=header_lines,
@@ -201,9 +201,9 @@ def _read_csv(path: Path, dialect: Dialect) -> Iterator[RawBatch]:
         )
     except pa.ArrowInvalid as exc:
         raise FormatError(f"{path} cannot be read as {_describe(dialect)}: {exc}.") from None
-    # pyarrow numbers records from 1 after the skipped header; lines are records + header
-    # + newlines inside quoted values seen so far.
-    next_record = 1
+    # pyarrow numbers records from 1, the skipped header included; a row's line is its record
+    # number plus the newlines inside quoted values seen before it.
+    next_record = 1 + header_lines
     extra_lines = 0
     while True:
         try:
@@ -212,7 +212,7 @@ def _read_csv(path: Path, dialect: Dialect) -> Iterator[RawBatch]:
             break
         except pa.ArrowInvalid as exc:
             raise FormatError(
-                f"{path} cannot be read past record {next_record + header_lines}: {exc}. "
+                f"{path} cannot be read past line {next_record + extra_lines}: {exc}. "
                 "If a single row is larger than 32 MB, split the file."
             ) from None
         n = batch.num_rows
@@ -225,11 +225,11 @@ def _read_csv(path: Path, dialect: Dialect) -> Iterator[RawBatch]:
         invalid = [(num, rej) for num, rej in invalid if num > last_record]
         rejects = []
         for num, rej in done:
-            rej.line = num + header_lines + extra_lines
+            rej.line = num + extra_lines
             rejects.append(rej)
         table = pa.Table.from_batches([batch])
         newline_rows = _newline_counts(table)
-        lines = records + header_lines + extra_lines
+        lines = records + extra_lines
         if newline_rows is not None:
             # Rows after a multi-line value start later in the file.
             lines = lines + np.concatenate(([0], np.cumsum(newline_rows)[:-1]))
@@ -241,7 +241,7 @@ def _read_csv(path: Path, dialect: Dialect) -> Iterator[RawBatch]:
     if invalid:
         rejects = []
         for num, rej in sorted(invalid, key=lambda pair: pair[0]):
-            rej.line = num + header_lines + extra_lines
+            rej.line = num + extra_lines
             rejects.append(rej)
         yield RawBatch(path, _empty_table(names), rejects)
 

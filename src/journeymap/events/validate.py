@@ -112,7 +112,7 @@ def validation_sql(
         f"{limits.max_field_bytes} bytes')",
         f"WHEN __user IS NULL THEN {_problem('user_id', lit('user id is missing'))}",
         f"WHEN __ts_raw IS NULL OR trim(__ts_raw) = '' THEN {_problem('ts', lit('timestamp is missing'))}",
-        f"WHEN __ts IS NULL THEN {_problem('ts', 'timestamp ' + _shown('__ts_raw') + lit(' is not ' + adapter.ts_expected))}",
+        f"WHEN __ts IS NULL THEN {_problem('ts', lit('timestamp ') + ' || ' + _shown('__ts_raw') + ' || ' + lit(' is not ' + adapter.ts_expected))}",
         f"WHEN __ts < TIMESTAMP '{earliest}' OR __ts > TIMESTAMP '{latest}' THEN "
         + _problem('ts', f"'timestamp ' || strftime(__ts, '%Y-%m-%d %H:%M:%S') || "
                          f"' is out of range; expected {earliest} to {latest}'"),

@@ -29,7 +29,7 @@ CONSTANT_PROPERTIES = {
     PROMOTION: f'{{"promotion":"{COUPON_CODE}"}}',
 }
 
-P_CATEGORY_PAGE = 0.5  # a product view is preceded by a category listing page
+P_CATEGORY_PAGE = 0.6  # a product view is preceded by a category listing page
 P_BACK = 0.15  # a view returns to a product already seen in the session
 P_IN_LEAF = 0.85  # a view stays in the session's category
 P_REMOVE = 0.10  # a cart session removes one item again

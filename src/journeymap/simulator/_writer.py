@@ -65,7 +65,10 @@ class _Columns:
         self.price = pa.array(catalog.price_cents / 100.0)
         self.product_name = pa.array(catalog.name)
         self.user_id = schedule.user.astype(np.int64) + FIRST_USER_ID
-        self.user_session = pa.array(schedule.uuid).cast(pa.string())
+        # Built from the fixed-width bytes directly: pa.array() would split a large one into chunks.
+        width, n = schedule.uuid.itemsize, len(schedule.uuid)
+        offsets = np.arange(0, width * (n + 1), width, dtype=np.int32)
+        self.user_session = pa.StringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(schedule.uuid.tobytes()))
         self.channel = pa.array(CHANNELS).take(pa.array(schedule.channel))
         self.device = pa.array(DEVICES).take(pa.array(schedule.device))
         self.event_type = pa.array(EVENT_TYPES)

@@ -113,8 +113,8 @@ class Adapter:
             if role.header and role.required <= names:
                 return role
             if not role.header and role.looks_like is not None:
-                first = [list(header), *rows]
-                if all(len(r) == len(role.columns) for r in first) and role.looks_like(first):
+                # Judge by the first row: a later malformed row must not hide the format.
+                if len(header) == len(role.columns) and role.looks_like([list(header)]):
                     return role
         return None
 
