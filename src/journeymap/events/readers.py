@@ -316,7 +316,7 @@ def _read_parquet(path: Path) -> Iterator[RawBatch]:
                 # ISO text keeps the instant; a zone-aware column is converted to UTC first.
                 if column.type.tz is not None:
                     column = column.cast(pa.timestamp(column.type.unit))
-                column = pc.strftime(column, format="%Y-%m-%d %H:%M:%S.%f")
+                column = pc.strftime(column, format="%Y-%m-%d %H:%M:%S")  # %S carries the fraction
             elif pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
                 column = column.cast(pa.string())
             elif pa.types.is_nested(column.type):

@@ -125,27 +125,28 @@ class Catalog:
     leaf_top: np.ndarray  # int32, index into TAXONOMY
     category_id: np.ndarray  # int64 per leaf
     leaf_weight: np.ndarray  # float64 per leaf: share of the shop's traffic
-    # (leaf, price sensitivity) -> (cumulative weights, product numbers) for bisect sampling;
+    popularity: np.ndarray  # float64 per product, sums to leaf_weight within each leaf
+    # (leaf, price sensitivity) -> (cumulative weights, product numbers), filled by prepare();
     # leaf -1 is the whole catalog
-    _tables: dict[tuple[int, float], tuple[list[float], list[int]]] = field(default_factory=dict)
-    _popularity: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    tables: dict[tuple[int, float], tuple[list[float], list[int]]] = field(default_factory=dict, repr=False)
 
     @property
-    def category_code(self) -> list[str]:
+    def leaf_codes(self) -> list[str]:
+        """Dotted category code per leaf: "apparel.shoes.running"."""
         return [f"{TAXONOMY[self.leaf_top[i]].name}.{lf.code}" for i, lf in enumerate(self.leaves)]
 
     def prepare(self, sensitivities: set[float]) -> None:
         """Precompute the sampling tables for each price sensitivity in use."""
         price = self.price_cents / 100.0
         for a in sorted(sensitivities):
-            weight = self._popularity * price ** (-a)
+            weight = self.popularity * price ** (-a)
             for leaf in range(-1, len(self.leaves)):
                 members = np.arange(len(self.leaf)) if leaf < 0 else np.flatnonzero(self.leaf == leaf)
-                self._tables[(leaf, a)] = (np.cumsum(weight[members]).tolist(), members.tolist())
+                self.tables[(leaf, a)] = (np.cumsum(weight[members]).tolist(), members.tolist())
 
     def pick(self, leaf: int, sensitivity: float, u: float) -> int:
         """The product drawn by uniform u in [0, 1) from a leaf (-1: whole catalog)."""
-        cum, members = self._tables[(leaf, sensitivity)]
+        cum, members = self.tables[(leaf, sensitivity)]
         return members[min(bisect(cum, u * cum[-1]), len(members) - 1)]
 
 
@@ -205,5 +206,5 @@ def build_catalog(rng: np.random.Generator, n_products: int) -> Catalog:
     return Catalog(
         product_id=product_id, leaf=leaf, brand=brands, price_cents=price_cents, name=names,
         colour=colours, leaves=leaves, leaf_top=leaf_top, category_id=category_id,
-        leaf_weight=leaf_weight, _popularity=popularity,
+        leaf_weight=leaf_weight, popularity=popularity,
     )

@@ -36,6 +36,8 @@ P_REMOVE = 0.10  # a cart session removes one item again
 P_BARGAIN_QUERY = 0.5  # a bargain hunter's search asks for cheap items
 QUANTITY_CUM = (0.86, 0.96, 1.0)  # quantities 1, 2, 3
 BLOCK = 65_536  # sessions converted from numpy to Python lists at a time
+_BARGAIN = PERSONA_INDEX["bargain_hunter"]
+_RATING_CUM = tuple(np.cumsum(RATING_WEIGHTS)[:-1].tolist())
 
 
 @dataclass
@@ -80,7 +82,7 @@ class Journeys:
             hi = lo + BLOCK
             rows = zip(
                 range(lo, min(hi, len(s.user))), s.user[lo:hi].tolist(), s.user_persona[s.user[lo:hi]].tolist(),
-                s.visit[lo:hi].tolist(), s.last_visit[lo:hi].tolist(), s.start[lo:hi].tolist(),
+                s.last_visit[lo:hi].tolist(), s.start[lo:hi].tolist(),
                 s.coupon[lo:hi].tolist(), s.land_home[lo:hi].tolist(), s.leaf[lo:hi].tolist(),
                 s.n_views[lo:hi].tolist(), s.n_search[lo:hi].tolist(), s.stage[lo:hi].tolist(),
                 s.complete[lo:hi].tolist(), s.n_items[lo:hi].tolist(),
@@ -88,13 +90,13 @@ class Journeys:
             for row in rows:
                 if len(self._cols[0]) >= threshold:
                     # Nothing after this session can start before it: earlier events are final.
-                    self._flush(before=row[5])
+                    self._flush(before=row[4])
                     threshold = len(self._cols[0]) + self.chunk_rows
                 self._session(*row)
         self._flush(before=None)
 
     def _session(
-        self, i: int, user: int, persona: int, visit: int, last: bool, t: int, coupon: bool, home: bool,
+        self, i: int, user: int, persona: int, last: bool, t: int, coupon: bool, home: bool,
         leaf: int, n_views: int, n_search: int, stage: int, complete: bool, n_items: int,
     ) -> None:
         rand = self.rng.random
@@ -197,7 +199,3 @@ class Journeys:
         self._cols = tuple(a[rest].tolist() for a in arrays)
         self.counts += np.bincount(chunk.code, minlength=len(EVENT_TYPES))
         self.sink(chunk)
-
-
-_BARGAIN = PERSONA_INDEX["bargain_hunter"]
-_RATING_CUM = tuple(np.cumsum(RATING_WEIGHTS)[:-1].tolist())

@@ -5,6 +5,10 @@ Both are built per leaf category ahead of time, so the journey loop only picks f
 
 from __future__ import annotations
 
+from collections import Counter
+
+import numpy as np
+
 from ._catalog import TAXONOMY, Catalog
 
 # Tone follows the rating; templates avoid verbs that would have to agree with the product noun.
@@ -40,8 +44,9 @@ def search_queries(catalog: Catalog) -> tuple[list[list[str]], list[list[str]]]:
         top = TAXONOMY[catalog.leaf_top[i]]
         qs = [lf.query, f"best {lf.query}"]
         qs += [f"{b.lower()} {lf.query}" for b in top.brands]
-        if lf.coloured:
-            qs += [f"{c} {lf.query}" for c in ("black", "white", "red", "blue", "grey")]
+        # Colour searches use the colours this leaf's products actually come in, commonest first.
+        colours = Counter(catalog.colour[p] for p in np.flatnonzero(catalog.leaf == i).tolist())
+        qs += [f"{c} {lf.query}" for c, _ in colours.most_common(5) if c]
         plain.append(qs)
         bargain.append([f"cheap {lf.query}", f"{lf.query} sale", f"{lf.query} deals", f"discount {lf.query}"])
     return plain, bargain

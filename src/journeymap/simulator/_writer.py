@@ -56,7 +56,7 @@ class _Columns:
     """Typed per-event columns shared by both formats."""
 
     def __init__(self, catalog: Catalog, schedule: Schedule) -> None:
-        codes = catalog.category_code
+        codes = catalog.leaf_codes
         leaf = catalog.leaf
         self.product_id = pa.array(catalog.product_id)
         self.category_id = pa.array(catalog.category_id[leaf])
