@@ -159,10 +159,10 @@ def test_a_failing_ingest_rolls_back(tmp_path, store, settings, monkeypatch):
     before = _counts(store)
     from journeymap.events import _ingest
 
-    def boom(self, good):
+    def boom(self):
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(_ingest._Writer, "_upsert_items", boom)
+    monkeypatch.setattr(_ingest._Writer, "finish", boom)
     other = tmp_path / "other.csv"
     other.write_text(ROWS.replace("2024-03-01", "2024-03-02"))
     with pytest.raises(RuntimeError, match="disk full"):

@@ -7,8 +7,14 @@ from typing import Any
 from journeymap.events.vocabulary import EVENT_TYPES, STAGES, Vocabulary
 
 __all__ = [
-    "EVENT_TYPES", "FORMATS", "STAGES", "ColumnMapping", "FileSummary", "IngestResult",
-    "Vocabulary", "ingest",
+    "ColumnMapping",
+    "EVENT_TYPES",
+    "FORMATS",
+    "FileSummary",
+    "IngestResult",
+    "STAGES",
+    "Vocabulary",
+    "ingest",
 ]
 
 # Loaded on first use: config imports the vocabulary, and ingest imports config.

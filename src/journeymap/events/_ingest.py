@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 import time
 import zoneinfo
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from queue import Empty, Full, Queue
 from typing import Any
 
 import pyarrow as pa
@@ -24,7 +26,7 @@ from journeymap.events.adapters import Mapping_, plan
 from journeymap.events.adapters._base import Adapter
 from journeymap.events.readers import Dialect, RawBatch, Reject
 from journeymap.events.validate import (
-    EVENT_COLUMNS, event_map_table, register_pseudonymizer, validation_sql,
+    EVENT_COLUMNS, PSEUDONYM, event_map_table, register_pseudonymizer, user_sql, validation_sql,
 )
 from journeymap.exceptions import ConfigError
 from journeymap.privacy.pseudonymize import Pseudonymizer
@@ -121,7 +123,7 @@ def ingest(
             register_pseudonymizer(con, pseudonymizer)
             con.register("__event_map", event_map_table(adapter, settings))
             writer = _Writer(st, adapter, settings, timezone, pseudonymizer, ingest_id, planned.files)
-            for batch in adapter.batches(planned.files):
+            for batch in prefetch(adapter.batches(planned.files)):
                 summary = summaries[str(batch.path)]
                 counts = writer.write(batch, reasons)
                 summary.read += counts[0]
@@ -130,6 +132,7 @@ def ingest(
                 summary.duplicates += counts[3]
                 if progress:
                     progress(counts[0])
+            writer.finish()
             totals = [sum(getattr(s, k) for s in summaries.values())
                       for k in ("read", "stored", "quarantined", "duplicates")]
             con.execute(
@@ -160,7 +163,8 @@ class _Writer:
         self.pseudonymizer = pseudonymizer
         self.ingest_id = int(ingest_id)
         self.dialects = {str(p): d for p, _, d in files}
-        self._sql: dict[tuple[str, ...], str] = {}
+        self._sql: dict[tuple[str, ...], tuple[str, str]] = {}
+        self._items: list[pa.Table] = []
 
     def write(self, batch: RawBatch, reasons: Counter[str]) -> tuple[int, int, int, int]:
         """Returns (read, stored, quarantined, duplicates) for the batch."""
@@ -170,18 +174,22 @@ class _Writer:
         quarantined = len(batch.rejects)
         if table.num_rows:
             key = tuple(table.column_names)
-            sql = self._sql.get(key)
-            if sql is None:
-                sql = self._sql[key] = validation_sql(self.adapter, key, self.settings, self.timezone)
+            if key not in self._sql:
+                self._sql[key] = (user_sql(self.adapter, key),
+                                  validation_sql(self.adapter, key, self.settings, self.timezone))
+            users, validate = self._sql[key]
             with registered(con, "__batch", table):
-                valid = con.sql(sql).to_arrow_table()
+                raw_users = con.sql(users).to_arrow_table().column(0)
+            table = table.append_column(PSEUDONYM, self.pseudonymizer.array(raw_users))
+            with registered(con, "__batch", table):
+                valid = con.sql(validate).to_arrow_table()
             bad_mask = pc.is_valid(valid.column("problem_field"))
             bad = valid.filter(bad_mask)
             good = valid.filter(pc.invert(bad_mask))
             if good.num_rows:
                 stored = self._insert_events(good)
                 duplicates = good.num_rows - stored
-                self._upsert_items(good)
+                self._collect_items(good)
             if bad.num_rows:
                 self._insert_quarantine(str(batch.path), bad.select(
                     ["line", "problem_field", "problem_reason", "content"]))
@@ -208,9 +216,12 @@ class _Writer:
             cols = ", ".join(EVENT_COLUMNS)
             # An event id fixes the timestamp, so only stored events in the batch's time range
             # can be duplicates: DuckDB's zone maps skip the rest of the table.
+            # Most batches hold no repeated event; deduplicating within one costs a full hash
+            # aggregate, so it runs only when needed.
+            distinct = "DISTINCT ON (event_id) " if pc.count_distinct(good.column("event_id")).as_py() < good.num_rows else ""
             inserted = con.execute(f"""
                 INSERT INTO events ({cols}, ingest_id)
-                SELECT DISTINCT ON (event_id) {cols}, {self.ingest_id}
+                SELECT {distinct}{cols}, {self.ingest_id}
                 FROM __good g
                 WHERE NOT EXISTS (
                     SELECT 1 FROM events e
@@ -218,16 +229,21 @@ class _Writer:
             """, {"lo": lo.as_py(), "hi": hi.as_py()}).fetchone()[0]
         return int(inserted)
 
-    def _upsert_items(self, good: pa.Table) -> None:
-        con = self.con
-        with registered(con, "__good", good.select(["item_id", "item_name", "category", "brand", "price", "ts"])):
-            con.execute(f"""
-                INSERT INTO items
-                SELECT item_id, arg_max(item_name, ts) FILTER (WHERE item_name IS NOT NULL),
-                       arg_max(category, ts) FILTER (WHERE category IS NOT NULL),
-                       arg_max(brand, ts) FILTER (WHERE brand IS NOT NULL),
-                       arg_max(price, ts) FILTER (WHERE price IS NOT NULL), {self.ingest_id}
-                FROM __good WHERE item_id IS NOT NULL GROUP BY item_id
+    def _collect_items(self, good: pa.Table) -> None:
+        """Keep each item's latest non-empty name, category, brand and price from this batch."""
+        rows = good.select(["item_id", "item_name", "category", "brand", "price"])
+        rows = rows.filter(pc.is_valid(rows.column("item_id")))
+        if rows.num_rows:
+            self._items.append(_latest_per_item(rows))
+
+    def finish(self) -> None:
+        """Write the catalog entries gathered from all batches, in one upsert."""
+        if not self._items:
+            return
+        items = _latest_per_item(pa.concat_tables(self._items))
+        with registered(self.con, "__items", items):
+            self.con.execute(f"""
+                INSERT INTO items SELECT item_id, item_name, category, brand, price, {self.ingest_id} FROM __items
                 ON CONFLICT (item_id) DO UPDATE SET
                     name = coalesce(excluded.name, name),
                     category = coalesce(excluded.category, category),
@@ -265,6 +281,55 @@ class _Writer:
         else:
             content = _pseudonymize_json_text(content, user_cols, self.pseudonymizer)
         return reject.line, reject.field, reject.reason, json.dumps(content, ensure_ascii=False)
+
+
+def _latest_per_item(rows: pa.Table) -> pa.Table:
+    # Rows are in file order, so "last" is the latest value; it skips nulls.
+    names = ["item_name", "category", "brand", "price"]
+    latest = rows.group_by("item_id", use_threads=False).aggregate([(n, "last") for n in names])
+    return pa.table({"item_id": latest.column("item_id"), **{n: latest.column(f"{n}_last") for n in names}})
+
+
+def prefetch(batches: Iterator[RawBatch], depth: int = 2) -> Iterator[RawBatch]:
+    """Read the next batches in a thread while the caller validates and writes this one.
+
+    Parsing (pyarrow) and SQL (DuckDB) both release the GIL, so the two overlap on two cores.
+    """
+    queue: Queue[tuple[str, Any]] = Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def work() -> None:
+        try:
+            for batch in batches:
+                while not stop.is_set():
+                    try:
+                        queue.put(("batch", batch), timeout=0.1)
+                        break
+                    except Full:
+                        continue
+                if stop.is_set():
+                    return
+            queue.put(("done", None))
+        except BaseException as exc:  # handed to the consumer, which re-raises it
+            queue.put(("error", exc))
+
+    thread = threading.Thread(target=work, name="journeymap-reader", daemon=True)
+    thread.start()
+    try:
+        while True:
+            kind, item = queue.get()
+            if kind == "done":
+                return
+            if kind == "error":
+                raise item
+            yield item
+    finally:
+        stop.set()
+        while thread.is_alive():
+            try:
+                queue.get_nowait()
+            except Empty:
+                thread.join(timeout=0.1)
 
 
 def _pseudonymize_json_text(text: str, keys: Sequence[str], pseudo: Pseudonymizer) -> str:

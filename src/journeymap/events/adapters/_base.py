@@ -65,10 +65,21 @@ def json_object(pairs: Mapping[str, str]) -> str:
     """A JSON object text from key -> text expression; NULL values and empty objects are dropped."""
     if not pairs:
         return "NULL"
+    if len(pairs) == 1:
+        # One key: no nulls to strip, so skip the (slow) merge patch.
+        (key, value), = pairs.items()
+        return f"CASE WHEN ({value}) IS NOT NULL THEN CAST(json_object({lit(key)}, {value}) AS VARCHAR) END"
     parts = ", ".join(f"{lit(k)}, {v}" for k, v in pairs.items())
     obj = f"json_object({parts})"
     # json_object keeps nulls; strip them so the stored object holds only what the row had.
     return f"nullif(CAST(json_merge_patch('{{}}', {obj}) AS VARCHAR), '{{}}')"
+
+
+def merge_json(given: str, derived: str) -> str:
+    """A source's own JSON properties text merged with derived ones; a check rejects non-objects."""
+    both = (f"nullif(CAST(json_merge_patch(TRY_CAST({given} AS JSON), TRY_CAST({derived} AS JSON)) "
+            f"AS VARCHAR), '{{}}')")
+    return f"CASE WHEN {given} IS NULL THEN {derived} WHEN {derived} IS NULL THEN {given} ELSE {both} END"
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from journeymap.events.adapters._base import (
-    FIELDS, Adapter, Role, blank_to_null, epoch, iso_timestamp, json_object, lit, q, strptime_any,
+    FIELDS, Adapter, Role, blank_to_null, epoch, iso_timestamp, json_object, lit, merge_json, q,
+    strptime_any,
 )
 from journeymap.exceptions import ConfigError, FormatError
 
@@ -166,9 +167,7 @@ class Generic(Adapter):
         extra = {c: blank_to_null(q(c)) for c in rest}
         props = json_object(extra)
         if "properties" in resolved:
-            given = f"TRY_CAST({expr('properties')} AS JSON)"
-            props = (f"nullif(CAST(json_merge_patch(coalesce({given}, '{{}}'), "
-                     f"coalesce({props}, '{{}}')) AS VARCHAR), '{{}}')")
+            props = merge_json(expr("properties"), props)
         out["properties"] = props
         return out
 

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from journeymap.events.adapters._base import Adapter, Role, blank_to_null, json_object, q, strptime_any
+from journeymap.events.adapters._base import (
+    Adapter, Role, blank_to_null, json_object, merge_json, q, strptime_any,
+)
 
 EXTRA = ("quantity", "channel", "device", "query", "text", "rating")
 
@@ -51,9 +53,7 @@ class Rees46(Adapter):
             out[name] = col(name)
         props = json_object({"category_id": col("category_id")} if "category_id" in has else {})
         if "properties" in has:
-            given = f"TRY_CAST({col('properties')} AS JSON)"
-            props = f"CAST(json_merge_patch(coalesce({given}, '{{}}'), coalesce({props}, '{{}}')) AS VARCHAR)"
-            props = f"nullif({props}, '{{}}')"
+            props = merge_json(col("properties"), props)
         out["properties"] = props
         return out
 
