@@ -27,8 +27,8 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-out = Console()
-err = Console(stderr=True)
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
 
 StoreOpt = Annotated[Path, typer.Option("--store", "-s", help="The DuckDB store file.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON only (for scripts).")]

@@ -232,3 +232,38 @@ def test_numbers_out_of_range(tmp_path, store, settings):
         (5, "rating", "rating '7' is out of range; expected 0 to 5"),
         (6, "price", "price 'inf' is not a finite number"),
     ]
+
+
+def test_instacart_order_lines(tmp_path, store, settings):
+    (tmp_path / "orders.csv").write_text(
+        "order_id,user_id,eval_set,order_number,order_dow,order_hour_of_day,days_since_prior_order\n"
+        "1,7,prior,1,2,8,\n2,7,prior,2,4,9,3.0\n")
+    (tmp_path / "order_products__prior.csv").write_bytes(
+        b"order_id,product_id,add_to_cart_order,reordered\n"
+        b"1,100,1,0\n"            # good
+        b"2,100,1,1\n"            # good: 3 days after order 1, at 9:00
+        b"2,101\n"                # truncated
+        b"9,100,1,0\n"            # order missing from orders.csv
+        b"2,1\xff02,2,0\n"        # non-UTF-8
+        + b"2," + b"7" * BIG + b",3,0\n")  # 1 MB field
+    result = ingest(tmp_path, store, settings=settings)
+    assert (result.format, result.read, result.stored, result.quarantined) == ("instacart", 6, 2, 4)
+    with Store(store, read_only=True) as st:
+        got = st.con.execute("SELECT line, field, reason FROM quarantine ORDER BY line").fetchall()
+        times = [str(r[0]) for r in st.con.execute("SELECT ts FROM events ORDER BY ts").fetchall()]
+    assert got == [
+        (4, "row", "row has 2 of the 4 columns (truncated line or missing delimiter)"),
+        (5, "order_id", "order 9 is not in orders.csv, so its user and time are unknown"),
+        (6, "product_id", "field 'product_id' is not valid UTF-8 text"),
+        (7, "product_id", f"field 'product_id' is {BIG} bytes, over the limit of 65536 bytes"),
+    ]
+    # First order on its weekday (2 = Tuesday 2017-01-03) at 8:00; the next 3 days later at 9:00.
+    assert times == ["2017-01-03 08:00:00", "2017-01-06 09:00:00"]
+
+
+def test_instacart_lines_without_orders_say_what_is_missing(tmp_path, store, settings):
+    from journeymap.exceptions import FormatError
+
+    (tmp_path / "order_products__prior.csv").write_text("order_id,product_id,add_to_cart_order,reordered\n1,100,1,0\n")
+    with pytest.raises(FormatError, match="Instacart order_products files need orders.csv for their users and times; pass orders.csv too"):
+        ingest(tmp_path, store, settings=settings)

@@ -30,7 +30,7 @@ class Pseudonymizer:
         key = secret.encode("utf-8")
         self._mac = hmac.new(key, digestmod=hashlib.sha256)
         # Distinct user ids are far fewer than events; remembering recent ones saves most MACs.
-        self._cache: dict[bytes, str] = {}
+        self._cache: dict[str | bytes, str] = {}
 
     def __call__(self, raw_id: str | bytes) -> str:
         data = raw_id.encode("utf-8") if isinstance(raw_id, str) else raw_id
@@ -49,15 +49,14 @@ class Pseudonymizer:
         if isinstance(values, pa.ChunkedArray):
             values = values.combine_chunks()
         encoded = pc.dictionary_encode(values)
-        dictionary = encoded.dictionary.to_pylist()
         cache = self._cache
         if len(cache) > 2_000_000:
             cache.clear()
         out = []
-        for value in dictionary:
-            key = value.encode("utf-8") if isinstance(value, str) else value
-            pseudo = cache.get(key)
+        append = out.append
+        for value in encoded.dictionary.to_pylist():
+            pseudo = cache.get(value)
             if pseudo is None:
-                pseudo = cache[key] = self(key)
-            out.append(pseudo)
+                pseudo = cache[value] = self(value)
+            append(pseudo)
         return pc.take(pa.array(out, pa.string()), encoded.indices)
