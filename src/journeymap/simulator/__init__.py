@@ -37,13 +37,15 @@ EVENTS_PER_USER = {1: 6.1, 3: 6.45, 7: 7.36, 14: 8.73, 30: 10.18, 60: 11.37, 90:
 
 @dataclass
 class SimulationResult:
+    """What simulate() wrote: the event file, the truth JSON beside it, and their headline counts."""
+
     path: Path
-    truth_path: Path
+    truth_path: Path  # <path without suffix>.truth.json
     events: int
     users: int
     sessions: int
-    event_counts: dict[str, int]
-    truth: dict
+    event_counts: dict[str, int]  # event_type -> rows
+    truth: dict  # the content of truth_path
 
 
 def users_for_events(n_events: int, days: int = 30) -> int:
@@ -70,9 +72,8 @@ def simulate(
     of events written since its last call, once per chunk.
     """
     if format not in WRITERS:
-        raise ValueError(
-            f"The 'format' parameter of simulate() must be one of {', '.join(map(repr, FORMATS))}. Got {format!r}."
-        )
+        allowed = ", ".join(map(repr, FORMATS))
+        raise ValueError(f"The 'format' parameter of simulate() must be one of {allowed}. Got {format!r}.")
     for name, value, least in (("users", users, 1), ("days", days, 1), ("seed", seed, 0)):
         if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < least:
             kind = "a positive" if least else "a non-negative"
@@ -81,7 +82,8 @@ def simulate(
     try:
         first_day = dt.date.fromisoformat(start)
     except (TypeError, ValueError):
-        raise ValueError(f"The 'start' parameter of simulate() must be a date like '2024-01-01'. Got {start!r}.") from None
+        message = f"The 'start' parameter of simulate() must be a date like '2024-01-01'. Got {start!r}."
+        raise ValueError(message) from None
 
     out = Path(out)
     truth_path = out.with_suffix(".truth.json")
@@ -159,7 +161,7 @@ def _truth(
             "persona": "bargain_hunter",
             "p_purchase_visit1": 0.0,
             "p_purchase_visit2": round(expected_purchase_rate("bargain_hunter", 2), 4),
-            "note": "share of the persona's first and second sessions with a purchase, averaged over "
+            "note": "p_purchase_visitN: share of the persona's N-th sessions that contain a purchase, averaged over "
             "its device and channel mix and the coupon",
         },
         "coupon_uplift": {

@@ -34,6 +34,7 @@ class Leaf:
     noun: str  # in titles: "Running Shoe"
     query: str  # what people type: "running shoes"
     median_price: float
+    brands: tuple[str, ...]  # commonest first
     variant: str = "none"  # key of VARIANTS
     coloured: bool = True
 
@@ -41,72 +42,95 @@ class Leaf:
 @dataclass(frozen=True)
 class Top:
     name: str
-    brands: tuple[str, ...]
-    models: tuple[str, ...]  # words combined into model names
+    models: tuple[str, ...]  # model-line words, generic so that any brand of the top may use them
     leaves: tuple[Leaf, ...]
+    numbered: bool = False  # model lines carry generation numbers ("Pro 14"), as in tech and shoes
 
 
 TAXONOMY: tuple[Top, ...] = (
-    Top("apparel", ("Nike", "Adidas", "Puma", "Asics", "New Balance", "Levi's", "Columbia", "Reebok"),
-        ("Air Zoom", "Pegasus", "Ultra", "Boost", "Classic", "Trail", "Runner", "Flex", "Cloud", "Court",
-         "Heritage", "Tempo", "Glide", "Essential", "Original"),
-        (Leaf("shoes.running", "Running Shoe", "running shoes", 95, "shoe"),
-         Leaf("shoes.sneakers", "Sneaker", "sneakers", 80, "shoe"),
-         Leaf("shoes.boots", "Hiking Boot", "hiking boots", 130, "shoe"),
-         Leaf("jacket", "Rain Jacket", "rain jacket", 110, "clothing"),
-         Leaf("jeans", "Slim Fit Jeans", "jeans", 65, "clothing"),
-         Leaf("tshirt", "Cotton T-Shirt", "t-shirt", 25, "clothing"))),
-    Top("electronics", ("Samsung", "Apple", "Xiaomi", "Sony", "Huawei", "LG", "JBL", "OnePlus"),
-        ("Galaxy", "Nova", "Pro", "Ultra", "Max", "Lite", "Note", "Edge", "Prime", "Neo", "Plus", "Wave"),
-        (Leaf("smartphone", "Smartphone", "smartphone", 420, "storage"),
-         Leaf("audio.headphone", "Wireless Headphones", "wireless headphones", 120),
-         Leaf("video.tv", "4K Smart TV", "smart tv", 600, "tv", coloured=False),
-         Leaf("tablet", "Tablet", "tablet", 350, "storage"),
-         Leaf("clocks.smartwatch", "Smartwatch", "smartwatch", 230),
-         Leaf("camera.photo", "Mirrorless Camera", "camera", 850, coloured=False))),
-    Top("computers", ("Lenovo", "HP", "Asus", "Acer", "Dell", "Logitech", "MSI"),
+    Top("apparel",
+        ("Classic", "Trail", "Runner", "Flex", "Cloud", "Court", "Heritage", "Tempo", "Glide", "Essential",
+         "Original", "Swift", "Pulse", "Motion"),
+        (Leaf("shoes.running", "Running Shoe", "running shoes", 95,
+              ("Nike", "Adidas", "Asics", "New Balance", "Puma", "Brooks"), "shoe"),
+         Leaf("shoes.sneakers", "Sneaker", "sneakers", 80, ("Nike", "Adidas", "Puma", "New Balance", "Vans"), "shoe"),
+         Leaf("shoes.boots", "Hiking Boot", "hiking boots", 130,
+              ("Columbia", "Salomon", "Merrell", "Timberland"), "shoe"),
+         Leaf("jacket", "Rain Jacket", "rain jacket", 110,
+              ("The North Face", "Columbia", "Patagonia", "Adidas", "Nike"), "clothing"),
+         Leaf("jeans", "Slim Fit Jeans", "jeans", 65, ("Levi's", "Wrangler", "Lee", "Diesel"), "clothing"),
+         Leaf("tshirt", "Cotton T-Shirt", "t-shirt", 25, ("Nike", "Adidas", "Uniqlo", "Levi's", "Puma"), "clothing")),
+        numbered=True),
+    Top("electronics",
+        ("Pro", "Ultra", "Max", "Lite", "Edge", "Prime", "Neo", "Plus", "Wave", "Vision", "Nova", "One"),
+        (Leaf("smartphone", "Smartphone", "smartphone", 420,
+              ("Samsung", "Apple", "Xiaomi", "Google", "OnePlus", "Motorola"), "storage"),
+         Leaf("audio.headphone", "Wireless Headphones", "wireless headphones", 120,
+              ("Sony", "JBL", "Bose", "Sennheiser", "Apple", "Samsung")),
+         Leaf("video.tv", "4K Smart TV", "smart tv", 600, ("Samsung", "LG", "Sony", "Philips", "TCL"), "tv", False),
+         Leaf("tablet", "Tablet", "tablet", 350, ("Apple", "Samsung", "Lenovo", "Xiaomi"), "storage"),
+         Leaf("clocks.smartwatch", "Smartwatch", "smartwatch", 230,
+              ("Apple", "Samsung", "Garmin", "Huawei", "Amazfit")),
+         Leaf("camera.photo", "Mirrorless Camera", "camera", 850,
+              ("Sony", "Canon", "Nikon", "Fujifilm"), coloured=False)),
+        numbered=True),
+    Top("computers",
         ("Book", "Vision", "Aero", "Flex", "Core", "Studio", "Slim", "Nitro", "Zen", "Swift"),
-        (Leaf("notebook", "Laptop", "laptop", 950, "memory", coloured=False),
-         Leaf("peripherals.monitor", "IPS Monitor", "monitor", 260, "screen", coloured=False),
-         Leaf("peripherals.keyboard", "Mechanical Keyboard", "mechanical keyboard", 95),
-         Leaf("peripherals.mouse", "Wireless Mouse", "wireless mouse", 40))),
-    Top("appliances", ("Bosch", "Philips", "DeLonghi", "Dyson", "Tefal", "Braun", "Samsung"),
+        (Leaf("notebook", "Laptop", "laptop", 950, ("Lenovo", "HP", "Asus", "Acer", "Dell", "Apple"), "memory", False),
+         Leaf("peripherals.monitor", "IPS Monitor", "monitor", 260, ("Dell", "LG", "Samsung", "Asus", "BenQ"), "screen",
+              False),
+         Leaf("peripherals.keyboard", "Mechanical Keyboard", "mechanical keyboard", 95,
+              ("Logitech", "Razer", "Corsair", "Keychron")),
+         Leaf("peripherals.mouse", "Wireless Mouse", "wireless mouse", 40,
+              ("Logitech", "Razer", "Microsoft", "Corsair"))),
+        numbered=True),
+    Top("appliances",
         ("Series 4", "Series 6", "Series 8", "Compact", "Plus", "Pro", "Eco", "Smart", "Deluxe"),
-        (Leaf("kitchen.refrigerators", "Fridge Freezer", "fridge freezer", 720, coloured=False),
-         Leaf("kitchen.coffee_machine", "Espresso Machine", "coffee machine", 260),
-         Leaf("kitchen.blender", "Blender", "blender", 85),
-         Leaf("environment.vacuum", "Cordless Vacuum Cleaner", "cordless vacuum", 320),
-         Leaf("personal.hair_dryer", "Hair Dryer", "hair dryer", 55))),
-    Top("home", ("IKEA", "Tefal", "Zwilling", "WMF", "Lodge", "Le Creuset"),
+        (Leaf("kitchen.refrigerators", "Fridge Freezer", "fridge freezer", 720,
+              ("Bosch", "Samsung", "LG", "Liebherr", "Whirlpool"), coloured=False),
+         Leaf("kitchen.coffee_machine", "Espresso Machine", "coffee machine", 260,
+              ("DeLonghi", "Philips", "Krups", "Nespresso")),
+         Leaf("kitchen.blender", "Blender", "blender", 85, ("Philips", "Braun", "Ninja", "Tefal")),
+         Leaf("environment.vacuum", "Cordless Vacuum Cleaner", "cordless vacuum", 320,
+              ("Dyson", "Philips", "Bosch", "Xiaomi", "Samsung")),
+         Leaf("personal.hair_dryer", "Hair Dryer", "hair dryer", 55, ("Dyson", "Philips", "Braun", "Remington")))),
+    Top("home",
         ("Classic", "Pro", "Essentials", "Nordic", "Signature", "Everyday", "Heritage", "Studio"),
-        (Leaf("kitchen.cookware", "Non-Stick Frying Pan", "frying pan", 45, "pan"),
-         Leaf("kitchen.knives", "Chef's Knife", "chef knife", 70, coloured=False),
-         Leaf("bedding", "Duvet Cover Set", "duvet cover", 50),
-         Leaf("furniture.chair", "Office Chair", "office chair", 190),
-         Leaf("decor.lamp", "Table Lamp", "table lamp", 45))),
-    Top("beauty", ("L'Oreal", "Nivea", "Maybelline", "Clinique", "Garnier", "Olay", "Lancome"),
-        ("Hydra", "Revitalift", "Pure", "Ultra", "Glow", "Daily", "Intense", "Sensitive", "Velvet"),
-        (Leaf("skincare", "Hydrating Face Cream", "face cream", 25, "volume", coloured=False),
-         Leaf("makeup.lipstick", "Matte Lipstick", "lipstick", 15),
-         Leaf("fragrance", "Eau de Parfum", "perfume", 75, "volume", coloured=False),
-         Leaf("haircare", "Repair Shampoo", "shampoo", 10, "bottle", coloured=False))),
-    Top("sports", ("Decathlon", "Reebok", "Under Armour", "Coleman", "Trek", "Bowflex"),
+        (Leaf("kitchen.cookware", "Non-Stick Frying Pan", "frying pan", 45,
+              ("Tefal", "WMF", "Le Creuset", "Lodge"), "pan"),
+         Leaf("kitchen.knives", "Chef's Knife", "chef knife", 70, ("Zwilling", "WMF", "Victorinox", "Wusthof"),
+              coloured=False),
+         Leaf("bedding", "Duvet Cover Set", "duvet cover", 50, ("IKEA", "Zara Home", "H&M Home")),
+         Leaf("furniture.chair", "Office Chair", "office chair", 190, ("IKEA", "Herman Miller", "Steelcase", "Hbada")),
+         Leaf("decor.lamp", "Table Lamp", "table lamp", 45, ("IKEA", "Philips", "Brightech")))),
+    Top("beauty",
+        ("Hydra", "Pure", "Ultra", "Glow", "Daily", "Intense", "Sensitive", "Velvet", "Radiance"),
+        (Leaf("skincare", "Hydrating Face Cream", "face cream", 25,
+              ("Nivea", "L'Oreal", "Olay", "Clinique", "La Roche-Posay"), "volume", False),
+         Leaf("makeup.lipstick", "Matte Lipstick", "lipstick", 15, ("Maybelline", "L'Oreal", "MAC", "NYX")),
+         Leaf("fragrance", "Eau de Parfum", "perfume", 75, ("Lancome", "Dior", "Hugo Boss", "Calvin Klein"), "volume",
+              False),
+         Leaf("haircare", "Repair Shampoo", "shampoo", 10, ("Garnier", "L'Oreal", "Pantene", "Head & Shoulders"),
+              "bottle", False))),
+    Top("sports",
         ("Pro", "Sport", "Trail", "Active", "Core", "Summit", "Explorer", "Power", "Elite"),
-        (Leaf("fitness.dumbbells", "Adjustable Dumbbell Set", "dumbbells", 120, coloured=False),
-         Leaf("fitness.yoga_mat", "Yoga Mat", "yoga mat", 30),
-         Leaf("bicycle", "Mountain Bike", "mountain bike", 650),
-         Leaf("camping.tent", "2-Person Tent", "tent", 140))),
-    Top("kids", ("LEGO", "Mattel", "Hasbro", "Chicco", "Fisher-Price"),
+        (Leaf("fitness.dumbbells", "Adjustable Dumbbell Set", "dumbbells", 120, ("Bowflex", "Decathlon", "Reebok"),
+              coloured=False),
+         Leaf("fitness.yoga_mat", "Yoga Mat", "yoga mat", 30, ("Decathlon", "Manduka", "Reebok", "Lululemon")),
+         Leaf("bicycle", "Mountain Bike", "mountain bike", 650, ("Trek", "Giant", "Specialized", "Decathlon")),
+         Leaf("camping.tent", "2-Person Tent", "tent", 140, ("Coleman", "Decathlon", "MSR", "Vango")))),
+    Top("kids",
         ("City", "Classic", "Creator", "Explorer", "Adventure", "Friends", "Discovery"),
-        (Leaf("toys.construction", "Building Set", "building set", 45, coloured=False),
-         Leaf("toys.doll", "Fashion Doll", "doll", 25),
-         Leaf("carriage", "Baby Stroller", "stroller", 320))),
-    Top("accessories", ("Samsonite", "Fossil", "Ray-Ban", "Casio", "Herschel"),
+        (Leaf("toys.construction", "Building Set", "building set", 45, ("LEGO", "Playmobil", "Mega Bloks"),
+              coloured=False),
+         Leaf("toys.doll", "Fashion Doll", "doll", 25, ("Mattel", "Hasbro", "MGA")),
+         Leaf("carriage", "Baby Stroller", "stroller", 320, ("Chicco", "Joie", "Bugaboo", "Cybex")))),
+    Top("accessories",
         ("Classic", "Urban", "Voyager", "Heritage", "Metro", "Original", "Edge", "Nomad"),
-        (Leaf("bag.backpack", "Backpack", "backpack", 75),
-         Leaf("wallet", "Leather Wallet", "leather wallet", 40),
-         Leaf("watch", "Analog Watch", "watch", 150),
-         Leaf("sunglasses", "Polarized Sunglasses", "sunglasses", 125))),
+        (Leaf("bag.backpack", "Backpack", "backpack", 75, ("Samsonite", "Herschel", "Eastpak", "The North Face")),
+         Leaf("wallet", "Leather Wallet", "leather wallet", 40, ("Fossil", "Tommy Hilfiger", "Bellroy")),
+         Leaf("watch", "Analog Watch", "watch", 150, ("Casio", "Fossil", "Seiko", "Tissot")),
+         Leaf("sunglasses", "Polarized Sunglasses", "sunglasses", 125, ("Ray-Ban", "Oakley", "Polaroid")))),
 )
 TOP_NAMES = tuple(t.name for t in TAXONOMY)
 
@@ -165,16 +189,18 @@ def build_catalog(rng: np.random.Generator, n_products: int) -> Catalog:
     product_id = 1_000_000 + rng.choice(9_000_000, n, replace=False).astype(np.int64)
     category_id = 2_053_013_552_000_000_000 + np.sort(rng.choice(10**9, len(leaves), replace=False))
 
-    # Brands: Zipf-like shares within a top category, and a per-brand price premium.
-    brand_premium = {b: float(rng.lognormal(0.0, 0.25)) for t in TAXONOMY for b in t.brands}
+    # Brands: Zipf-like shares within a leaf, and a per-brand price premium shared across leaves.
+    all_brands = sorted({b for lf in leaves for b in lf.brands})
+    brand_premium = dict(zip(all_brands, rng.lognormal(0.0, 0.25, len(all_brands)).tolist()))
     brand_idx = np.empty(n, dtype=np.int64)
-    for ti, t in enumerate(TAXONOMY):
-        rows = np.flatnonzero(leaf_top[leaf] == ti)
-        w = 1.0 / np.arange(1, len(t.brands) + 1)
-        brand_idx[rows] = rng.choice(len(t.brands), len(rows), p=w / w.sum())
+    for li, lf in enumerate(leaves):
+        rows = np.flatnonzero(leaf == li)
+        w = 1.0 / np.arange(1, len(lf.brands) + 1)
+        brand_idx[rows] = rng.choice(len(lf.brands), len(rows), p=w / w.sum())
+    brand = [leaves[li].brands[b] for li, b in zip(leaf.tolist(), brand_idx.tolist())]
 
     median = np.array([lf.median_price for lf in leaves])[leaf]
-    premium = np.array([brand_premium[TAXONOMY[leaf_top[leaf[i]]].brands[brand_idx[i]]] for i in range(n)])
+    premium = np.array([brand_premium[b] for b in brand])
     raw = median * premium * rng.lognormal(0.0, 0.4, n)
     # Shop prices end in .99 above 5; cheap items keep their cents.
     price_cents = np.where(raw >= 5, np.floor(raw) * 100 + 99, np.maximum(np.round(raw * 100), 99)).astype(np.int64)
@@ -184,27 +210,24 @@ def build_catalog(rng: np.random.Generator, n_products: int) -> Catalog:
     popularity[rng.permutation(n)] = 1.0 / np.arange(1, n + 1) ** 1.05
     popularity *= leaf_weight[leaf] / np.bincount(leaf, weights=popularity, minlength=len(leaves))[leaf]
 
-    colour_idx = rng.integers(0, len(COLOURS), n)
-    model_a = rng.integers(0, 1_000_000, n)
-    model_num = rng.integers(0, 60, n)
-    variant_u = rng.random(n)
-    brands, names, colours = [], [], []
-    for i in range(n):
-        lf = leaves[leaf[i]]
-        top = TAXONOMY[leaf_top[leaf[i]]]
-        brand = top.brands[brand_idx[i]]
-        model = top.models[model_a[i] % len(top.models)]
-        if model_num[i] >= 20:  # two thirds of models carry a generation number
-            model = f"{model} {model_num[i]}"
-        colour = COLOURS[colour_idx[i]] if lf.coloured else ""
+    names, colours = [], []
+    draws = zip(
+        leaf.tolist(), brand, rng.integers(0, len(COLOURS), n).tolist(), rng.integers(0, 1_000_000, n).tolist(),
+        rng.integers(0, 60, n).tolist(), rng.random(n).tolist(),
+    )
+    for li, brand_name, colour_i, model_i, number, variant_u in draws:
+        lf, top = leaves[li], TAXONOMY[leaf_top[li]]
+        model = top.models[model_i % len(top.models)]
+        if top.numbered and number >= 20:  # two thirds of such models carry a number
+            model = f"{model} {number}"
+        colour = COLOURS[colour_i] if lf.coloured else ""
         variants = VARIANTS[lf.variant]
-        parts = [f"{brand} {model} {lf.noun}", colour, variants[int(variant_u[i] * len(variants))]]
+        parts = [f"{brand_name} {model} {lf.noun}", colour, variants[int(variant_u * len(variants))]]
         names.append(", ".join(p for p in parts if p))
-        brands.append(brand.lower())
         colours.append(colour.lower())
 
     return Catalog(
-        product_id=product_id, leaf=leaf, brand=brands, price_cents=price_cents, name=names,
+        product_id=product_id, leaf=leaf, brand=[b.lower() for b in brand], price_cents=price_cents, name=names,
         colour=colours, leaves=leaves, leaf_top=leaf_top, category_id=category_id,
         leaf_weight=leaf_weight, popularity=popularity,
     )

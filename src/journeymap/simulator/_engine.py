@@ -68,7 +68,7 @@ class Journeys:
         self.chunk_rows = chunk_rows
         self.counts = np.zeros(len(EVENT_TYPES), dtype=np.int64)
         self._cols: tuple[list, ...] = ([], [], [], [], [], [], [])
-        self._pending_review: dict[int, int] = {}  # user -> product bought, reviewed next visit
+        self._pending_review: dict[int, tuple[int, int]] = {}  # user -> (product, time) to review next visit
         self._pending_cart: dict[int, list[int]] = {}  # bargain hunter -> products carted, not bought
         self._orders = 0
         catalog.prepare({p.price_sensitivity for p in PERSONAS})
@@ -110,8 +110,12 @@ class Journeys:
         if coupon:
             t += 2 + int(rand() * 6)
             emit(t, PROMOTION)
-        reviewed = self._pending_review.pop(user, None)
-        if reviewed is not None:
+        reviewed, bought_at = self._pending_review.pop(user, (-1, 0))
+        if reviewed >= 0 and bought_at >= t:
+            # A session that began before the purchase finished (rare, around midnight) is not
+            # "later": the review waits for the next one.
+            self._pending_review[user] = (reviewed, bought_at)
+        elif reviewed >= 0:
             t += 20 + int(-60 * log(1.0 - rand()))
             u = rand()
             rating = 1 + sum(u > c for c in _RATING_CUM)
@@ -148,7 +152,8 @@ class Journeys:
             elif viewed and rand() < P_BACK:
                 product = viewed[int(rand() * len(viewed))]
             else:
-                product = self.catalog.pick(leaf if rand() < P_IN_LEAF else -1, persona_row.price_sensitivity, rand())
+                where = leaf if rand() < P_IN_LEAF else -1
+                product = self.catalog.pick(where, persona_row.price_sensitivity, rand())
             t += 4 + int(-40 * log(1.0 - rand()))
             emit(t, VIEW, product)
             viewed.append(product)
@@ -179,7 +184,7 @@ class Journeys:
                     emit(t, PURCHASE, product, quantity, properties)
                 if not last and rand() < persona_row.p_review:
                     bought = list(cart)
-                    self._pending_review[user] = bought[int(rand() * len(bought))]
+                    self._pending_review[user] = (bought[int(rand() * len(bought))], t)
         elif cart and bargain and not last:
             self._pending_cart[user] = list(cart)
 

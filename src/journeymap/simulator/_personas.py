@@ -39,8 +39,8 @@ WEEKLY_SEASONALITY = {
 }
 # Share of session starts by hour of day (UTC): quiet nights, a lunch bump, an evening peak.
 HOURLY_PROFILE = (
-    0.012, 0.007, 0.005, 0.004, 0.004, 0.006, 0.014, 0.026, 0.038, 0.046, 0.050, 0.054,
-    0.058, 0.055, 0.050, 0.048, 0.050, 0.056, 0.064, 0.072, 0.076, 0.070, 0.052, 0.032,
+    0.013, 0.007, 0.005, 0.004, 0.004, 0.006, 0.015, 0.027, 0.040, 0.048, 0.053, 0.057,
+    0.061, 0.058, 0.053, 0.051, 0.053, 0.059, 0.067, 0.076, 0.080, 0.074, 0.055, 0.034,
 )
 
 
@@ -112,7 +112,7 @@ PERSONAS: tuple[Persona, ...] = (
         p_bounce=0.05, views_mean=7.0, p_search=0.12,
         device_mix=(0.55, 0.35, 0.10), channel_mix=(0.18, 0.45, 0.20, 0.17),
         affinity={"electronics": 2.0, "home": 2.0, "sports": 2.0, "appliances": 1.5},
-        price_sensitivity=1.3,
+        price_sensitivity=3.0,
         p_checkout=(0.0, 0.45, 0.05), p_cart_only=(0.25, 0.08, 0.04),
         p_review=0.08, coupon_uplift=0.15,
     ),
@@ -123,7 +123,7 @@ PERSONAS: tuple[Persona, ...] = (
         p_bounce=0.10, views_mean=3.5, p_search=0.10,
         device_mix=(0.60, 0.30, 0.10), channel_mix=(0.50, 0.22, 0.10, 0.18),
         affinity={"home": 2.0, "beauty": 2.0, "kids": 2.0},
-        price_sensitivity=-0.3,
+        price_sensitivity=-0.5,
         p_checkout=(0.08, 0.08, 0.08), p_cart_only=(0.03, 0.03, 0.03),
         p_review=0.35, coupon_uplift=0.01,
     ),

@@ -24,12 +24,10 @@ P_SECOND_ITEM, P_THIRD_ITEM = 0.25, 0.07
 
 @dataclass
 class Schedule:
-    """Per user: persona and favourite leaf. Per session, in start-time order: the rest."""
+    """Per user: the persona. Per session, in start-time order: the rest."""
 
     user_persona: np.ndarray  # int8
-    user_leaf: np.ndarray  # int32
     user: np.ndarray  # int32, user number of each session
-    visit: np.ndarray  # int32, 1 for the user's first session
     last_visit: np.ndarray  # bool, the user has no later session
     start: np.ndarray  # int64, unix seconds
     device: np.ndarray  # int8, index into DEVICES
@@ -121,12 +119,13 @@ def build_schedule(
     searches = rng.random(n) < np.array([p.p_search for p in PERSONAS])[sp]
     n_search = np.where(searches, rng.geometric(0.8, n), 0).astype(np.int32)
     # Direct and email visitors mostly land on the home page, the others on a category page.
-    land_home = rng.random(n) < np.where(np.isin(channel, (CHANNELS.index("direct"), CHANNELS.index("email"))), 0.7, 0.3)
+    to_home = np.isin(channel, (CHANNELS.index("direct"), CHANNELS.index("email")))
+    land_home = rng.random(n) < np.where(to_home, 0.7, 0.3)
     any_leaf = rng.choice(len(catalog.leaves), n, p=catalog.leaf_weight)
     leaf = np.where(rng.random(n) < P_FAVOURITE_LEAF, user_leaf[user], any_leaf).astype(np.int32)
 
     return Schedule(
-        user_persona=persona, user_leaf=user_leaf, user=user, visit=visit, last_visit=last_visit,
+        user_persona=persona, user=user, last_visit=last_visit,
         start=start, device=device, channel=channel, coupon=coupon, land_home=land_home, leaf=leaf,
         n_views=n_views, n_search=n_search, stage=stage, complete=complete, n_items=n_items,
         uuid=_uuids(rng, n),

@@ -9,7 +9,7 @@ from collections import Counter
 
 import numpy as np
 
-from ._catalog import TAXONOMY, Catalog
+from ._catalog import Catalog
 
 # Tone follows the rating; templates avoid verbs that would have to agree with the product noun.
 REVIEW_TEMPLATES: dict[int, tuple[str, ...]] = {
@@ -41,9 +41,8 @@ def search_queries(catalog: Catalog) -> tuple[list[list[str]], list[list[str]]]:
     """Per leaf: (plain queries, bargain queries), from the leaf's words, colours and brands."""
     plain, bargain = [], []
     for i, lf in enumerate(catalog.leaves):
-        top = TAXONOMY[catalog.leaf_top[i]]
         qs = [lf.query, f"best {lf.query}"]
-        qs += [f"{b.lower()} {lf.query}" for b in top.brands]
+        qs += [f"{b.lower()} {lf.query}" for b in lf.brands]
         # Colour searches use the colours this leaf's products actually come in, commonest first.
         colours = Counter(catalog.colour[p] for p in np.flatnonzero(catalog.leaf == i).tolist())
         qs += [f"{c} {lf.query}" for c, _ in colours.most_common(5) if c]

@@ -15,14 +15,10 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ._catalog import Catalog
-from ._engine import EVENT_TYPES, PURCHASE, REVIEW, SEARCH, CONSTANT_PROPERTIES, EventChunk
+from ._engine import CONSTANT_PROPERTIES, EVENT_TYPES, PURCHASE, REVIEW, SEARCH, EventChunk
 from ._personas import CHANNELS, DEVICES
 from ._schedule import Schedule
 
-COLUMNS = (
-    "event_time", "event_type", "product_id", "category_id", "category_code", "brand", "price", "user_id",
-    "user_session", "product_name", "quantity", "channel", "device", "query", "text", "rating", "properties",
-)
 SCHEMA = pa.schema([
     ("event_time", pa.timestamp("ms", tz="UTC")),
     ("event_type", pa.string()),
@@ -42,6 +38,7 @@ SCHEMA = pa.schema([
     ("rating", pa.int8()),
     ("properties", pa.string()),
 ])
+COLUMNS = tuple(SCHEMA.names)  # the REES46 layout first, then the extra columns
 FIRST_USER_ID = 500_000_000  # user ids look like REES46's 9-digit ids
 _PROPERTIES = np.array([CONSTANT_PROPERTIES.get(c) for c in range(len(EVENT_TYPES))], dtype=object)
 
@@ -119,7 +116,7 @@ class CsvWriter:
         self._price_text = pa.array([f"{p // 100}.{p % 100:02d}" for p in catalog.price_cents.tolist()])
         self._name_text = _csv_escape(c.product_name)
         self._brand_text = _csv_escape(c.brand)
-        self._clock = pa.array([f"{h:02d}:{m:02d}:{s:02d} UTC" for h in range(24) for m in range(60) for s in range(60)])
+        self._clock = pa.array([f"{s // 3600:02d}:{s // 60 % 60:02d}:{s % 60:02d} UTC" for s in range(86400)])
         self._file: BinaryIO = open(path, "wb")
         self._file.write((",".join(COLUMNS) + "\n").encode())
 
