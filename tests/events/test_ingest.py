@@ -120,8 +120,9 @@ KILLER = textwrap.dedent("""
     import sys
     from journeymap.config import Settings
     from journeymap.events import ingest
-    from journeymap.events import readers
+    from journeymap.events import _ingest, readers
     readers.CSV_BLOCK_BYTES = 1 << 16  # many small batches, so the kill lands mid-ingest
+    _ingest.BATCH_ROWS = 1000
     def progress(n):
         print("batch", flush=True)
     ingest(sys.argv[1], sys.argv[2], settings=Settings(secret="test-secret-0123456789abcdef"), progress=progress)

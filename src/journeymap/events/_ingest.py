@@ -14,10 +14,12 @@ import zoneinfo
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
+from datetime import datetime
 from pathlib import Path
 from queue import Empty, Full, Queue
 from typing import Any
 
+import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -30,9 +32,11 @@ from journeymap.events.validate import (
 )
 from journeymap.exceptions import ConfigError
 from journeymap.privacy.pseudonymize import Pseudonymizer
-from journeymap.store._store import Store, registered
+from journeymap.events.adapters._base import lit
+from journeymap.store._store import Store
 
 Progress = Callable[[int], None]
+BATCH_ROWS = 262_144  # rows per validation statement
 
 
 @dataclass
@@ -110,8 +114,10 @@ def ingest(
     warnings = [f"{p} is empty: nothing to read." for p in planned.empty]
     reasons: Counter[str] = Counter()
 
+    created = not Path(store).exists()
     with Store(store) as st:
         con = st.con
+        failed = False
         con.begin()
         try:
             st.claim_secret(pseudonymizer.fingerprint(), demo)
@@ -123,7 +129,7 @@ def ingest(
             register_pseudonymizer(con, pseudonymizer)
             con.register("__event_map", event_map_table(adapter, settings))
             writer = _Writer(st, adapter, settings, timezone, pseudonymizer, ingest_id, planned.files)
-            for batch in prefetch(adapter.batches(planned.files)):
+            for batch in prefetch(coalesce(adapter.batches(planned.files))):
                 summary = summaries[str(batch.path)]
                 counts = writer.write(batch, reasons)
                 summary.read += counts[0]
@@ -141,13 +147,33 @@ def ingest(
             con.commit()
         except BaseException:
             con.rollback()
+            failed = True
             raise
+        finally:
+            if created and failed:
+                st.close()
+                _remove_store(Path(store))  # a store this ingest created goes with it
     return IngestResult(
         read=totals[0], stored=totals[1], quarantined=totals[2], duplicates=totals[3],
         format=adapter.name, store=str(store), ingest_id=int(ingest_id),
         seconds=round(time.perf_counter() - started, 3),
         files=list(summaries.values()), reasons=dict(reasons.most_common(20)), warnings=warnings,
     )
+
+
+def on(con: duckdb.DuckDBPyConnection, name: str, table: pa.Table, sql: str) -> duckdb.DuckDBPyRelation:
+    """Run ``sql`` with ``table`` visible as ``name`` for this one statement.
+
+    Not ``con.register``: DuckDB keeps unregistered views, and the Arrow data they hold, until
+    the transaction ends, so a long ingest would keep every batch in memory (measured: 9 GB for
+    10M events).
+    """
+    return con.from_arrow(table).query(name, sql)
+
+
+def _remove_store(path: Path) -> None:
+    for leftover in (path, path.with_name(path.name + ".wal")):
+        leftover.unlink(missing_ok=True)
 
 
 class _Writer:
@@ -165,6 +191,7 @@ class _Writer:
         self.dialects = {str(p): d for p, _, d in files}
         self._sql: dict[tuple[str, ...], tuple[str, str]] = {}
         self._items: list[pa.Table] = []
+        self._batches = 0
 
     def write(self, batch: RawBatch, reasons: Counter[str]) -> tuple[int, int, int, int]:
         """Returns (read, stored, quarantined, duplicates) for the batch."""
@@ -178,23 +205,26 @@ class _Writer:
                 self._sql[key] = (user_sql(self.adapter, key),
                                   validation_sql(self.adapter, key, self.settings, self.timezone))
             users, validate = self._sql[key]
-            with registered(con, "__batch", table):
-                raw_users = con.sql(users).to_arrow_table().column(0)
+            raw_users = on(con, "__batch", table, users).to_arrow_table().column(0)
             table = table.append_column(PSEUDONYM, self.pseudonymizer.array(raw_users))
-            with registered(con, "__batch", table):
-                valid = con.sql(validate).to_arrow_table()
-            bad_mask = pc.is_valid(valid.column("problem_field"))
-            bad = valid.filter(bad_mask)
-            good = valid.filter(pc.invert(bad_mask))
-            if good.num_rows:
-                stored = self._insert_events(good)
-                duplicates = good.num_rows - stored
-                self._collect_items(good)
-            if bad.num_rows:
-                self._insert_quarantine(str(batch.path), bad.select(
-                    ["line", "problem_field", "problem_reason", "content"]))
-                quarantined += bad.num_rows
-                for f, r in zip(bad.column("problem_field").to_pylist(), bad.column("problem_reason").to_pylist()):
+            valid = on(con, "__batch", table, validate).to_arrow_table()
+            n_bad, n_good, n_distinct, lo, hi = on(con, "__valid", valid, """
+                SELECT count(*) FILTER (WHERE problem_field IS NOT NULL),
+                       count(*) FILTER (WHERE problem_field IS NULL),
+                       count(DISTINCT event_id), min(ts), max(ts)
+                FROM __valid""").fetchall()[0]
+            if n_good:
+                stored = self._insert_events(valid, n_distinct < n_good, lo, hi)
+                duplicates = n_good - stored
+                self._collect_items(valid)
+            if n_bad:
+                bad = on(con, "__valid", valid, """
+                    SELECT line, problem_field, problem_reason, content FROM __valid
+                    WHERE problem_field IS NOT NULL ORDER BY line""").to_arrow_table()
+                self._insert_quarantine(str(batch.path), bad)
+                quarantined += n_bad
+                for f, r in zip(bad.column("problem_field").to_pylist(),
+                                bad.column("problem_reason").to_pylist()):
                     reasons[f"{f}: {_generalise(r)}"] += 1
         if batch.rejects:
             rows = [self._reject_row(batch.path, r) for r in batch.rejects]
@@ -209,60 +239,63 @@ class _Writer:
         read = table.num_rows + len(batch.rejects)
         return read, stored, quarantined, duplicates
 
-    def _insert_events(self, good: pa.Table) -> int:
-        con = self.con
-        lo, hi = pc.min_max(good.column("ts")).values()
-        with registered(con, "__good", good):
-            cols = ", ".join(EVENT_COLUMNS)
-            # An event id fixes the timestamp, so only stored events in the batch's time range
-            # can be duplicates: DuckDB's zone maps skip the rest of the table.
-            # Most batches hold no repeated event; deduplicating within one costs a full hash
-            # aggregate, so it runs only when needed.
-            distinct = "DISTINCT ON (event_id) " if pc.count_distinct(good.column("event_id")).as_py() < good.num_rows else ""
-            inserted = con.execute(f"""
-                INSERT INTO events ({cols}, ingest_id)
-                SELECT {distinct}{cols}, {self.ingest_id}
-                FROM __good g
-                WHERE NOT EXISTS (
-                    SELECT 1 FROM events e
-                    WHERE e.ts BETWEEN $lo AND $hi AND e.event_id = g.event_id)
-            """, {"lo": lo.as_py(), "hi": hi.as_py()}).fetchone()[0]
+    def _insert_events(self, valid: pa.Table, repeats: bool, lo: datetime, hi: datetime) -> int:
+        cols = ", ".join(EVENT_COLUMNS)
+        # Deduplicating within a batch costs a hash aggregate; most batches repeat no event.
+        distinct = "DISTINCT ON (event_id) " if repeats else ""
+        # An event id fixes the timestamp, so only stored events in the batch's time range can
+        # be duplicates: DuckDB's zone maps skip the rest of the table.
+        inserted = on(self.con, "__valid", valid, f"""
+            INSERT INTO events ({cols}, ingest_id)
+            SELECT {distinct}{cols}, {self.ingest_id}
+            FROM __valid v
+            WHERE problem_field IS NULL AND NOT EXISTS (
+                SELECT 1 FROM events e
+                WHERE e.ts BETWEEN TIMESTAMP '{lo.isoformat()}' AND TIMESTAMP '{hi.isoformat()}'
+                  AND e.event_id = v.event_id)
+        """).fetchall()[0][0]
         return int(inserted)
 
-    def _collect_items(self, good: pa.Table) -> None:
+    def _collect_items(self, valid: pa.Table) -> None:
         """Keep each item's latest non-empty name, category, brand and price from this batch."""
-        rows = good.select(["item_id", "item_name", "category", "brand", "price"])
-        rows = rows.filter(pc.is_valid(rows.column("item_id")))
-        if rows.num_rows:
-            self._items.append(_latest_per_item(rows))
+        latest = on(self.con, "__valid", valid, """
+            SELECT item_id, arg_max(item_name, line) FILTER (WHERE item_name IS NOT NULL) AS item_name,
+                   arg_max(category, line) FILTER (WHERE category IS NOT NULL) AS category,
+                   arg_max(brand, line) FILTER (WHERE brand IS NOT NULL) AS brand,
+                   arg_max(price, line) FILTER (WHERE price IS NOT NULL) AS price,
+                   max(line) AS line
+            FROM __valid WHERE problem_field IS NULL AND item_id IS NOT NULL GROUP BY item_id
+        """).to_arrow_table()
+        if latest.num_rows:
+            self._batches += 1
+            self._items.append(latest.append_column("batch", pa.array([self._batches] * latest.num_rows, pa.int64())))
+            if sum(t.num_rows for t in self._items) > 1_000_000:
+                self._items = [_latest_per_item(pa.concat_tables(self._items))]
 
     def finish(self) -> None:
         """Write the catalog entries gathered from all batches, in one upsert."""
         if not self._items:
             return
         items = _latest_per_item(pa.concat_tables(self._items))
-        with registered(self.con, "__items", items):
-            self.con.execute(f"""
-                INSERT INTO items SELECT item_id, item_name, category, brand, price, {self.ingest_id} FROM __items
-                ON CONFLICT (item_id) DO UPDATE SET
-                    name = coalesce(excluded.name, name),
-                    category = coalesce(excluded.category, category),
-                    brand = coalesce(excluded.brand, brand),
-                    price = coalesce(excluded.price, price),
-                    ingest_id = excluded.ingest_id
-            """)
+        on(self.con, "__items", items, f"""
+            INSERT INTO items SELECT item_id, item_name, category, brand, price, {self.ingest_id} FROM __items
+            ON CONFLICT (item_id) DO UPDATE SET
+                name = coalesce(excluded.name, name),
+                category = coalesce(excluded.category, category),
+                brand = coalesce(excluded.brand, brand),
+                price = coalesce(excluded.price, price),
+                ingest_id = excluded.ingest_id
+        """).fetchall()
 
     def _insert_quarantine(self, path: str, bad: pa.Table) -> None:
-        con = self.con
-        with registered(con, "__bad", bad):
-            con.execute("""
-                INSERT INTO quarantine
-                SELECT md5(concat_ws(chr(31), $name, CAST(line AS VARCHAR), problem_field,
-                                     coalesce(content, '')))::UUID,
-                       $ingest, $path, line, problem_field, problem_reason, content
-                FROM __bad
-                ON CONFLICT DO NOTHING
-            """, {"name": Path(path).name, "ingest": self.ingest_id, "path": path})
+        on(self.con, "__bad", bad, f"""
+            INSERT INTO quarantine
+            SELECT md5(concat_ws(chr(31), {lit(Path(path).name)}, CAST(line AS VARCHAR), problem_field,
+                                 coalesce(content, '')))::UUID,
+                   {self.ingest_id}, {lit(path)}, line, problem_field, problem_reason, content
+            FROM __bad
+            ON CONFLICT DO NOTHING
+        """).fetchall()
 
     def _reject_row(self, path: Path, reject: Reject) -> tuple[int, str, str, str]:
         """A structural reject as a quarantine row, its user id pseudonymized."""
@@ -284,10 +317,40 @@ class _Writer:
 
 
 def _latest_per_item(rows: pa.Table) -> pa.Table:
-    # Rows are in file order, so "last" is the latest value; it skips nulls.
+    # Later batches, then later lines, hold the latest values; "last" skips nulls.
     names = ["item_name", "category", "brand", "price"]
-    latest = rows.group_by("item_id", use_threads=False).aggregate([(n, "last") for n in names])
-    return pa.table({"item_id": latest.column("item_id"), **{n: latest.column(f"{n}_last") for n in names}})
+    rows = rows.sort_by([("batch", "ascending"), ("line", "ascending")])
+    latest = rows.group_by("item_id", use_threads=False).aggregate(
+        [(n, "last") for n in names] + [("line", "max"), ("batch", "max")])
+    return pa.table({"item_id": latest.column("item_id"), **{n: latest.column(f"{n}_last") for n in names},
+                     "line": latest.column("line_max"), "batch": latest.column("batch_max")})
+
+
+def coalesce(batches: Iterator[RawBatch], min_rows: int | None = None) -> Iterator[RawBatch]:
+    """Merge consecutive small batches of one file, so each SQL statement has rows enough to
+    keep every core busy (DuckDB parallelises per ~122k-row group)."""
+    min_rows = min_rows or BATCH_ROWS
+    pending: list[RawBatch] = []
+    rows = 0
+    for batch in batches:
+        if pending and (batch.path != pending[0].path
+                        or batch.table.column_names != pending[0].table.column_names):
+            yield _merge(pending)
+            pending, rows = [], 0
+        pending.append(batch)
+        rows += batch.table.num_rows
+        if rows >= min_rows:
+            yield _merge(pending)
+            pending, rows = [], 0
+    if pending:
+        yield _merge(pending)
+
+
+def _merge(batches: list[RawBatch]) -> RawBatch:
+    if len(batches) == 1:
+        return batches[0]
+    table = pa.concat_tables([b.table for b in batches])
+    return RawBatch(batches[0].path, table, [r for b in batches for r in b.rejects])
 
 
 def prefetch(batches: Iterator[RawBatch], depth: int = 2) -> Iterator[RawBatch]:
