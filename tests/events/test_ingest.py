@@ -290,3 +290,17 @@ def test_read_only_sql_and_parquet_export(tmp_path, store, settings):
     with Store(store, read_only=True) as st:
         out = st.export(tmp_path / "out" / "events.parquet")
     assert duckdb.sql(f"SELECT count(*) FROM '{out}'").fetchall()[0][0] == 4
+
+
+def test_a_failed_first_ingest_leaves_no_store_behind(tmp_path, store, settings, monkeypatch):
+    from journeymap.events import _ingest
+
+    def boom(self):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(_ingest._Writer, "finish", boom)
+    path = tmp_path / "x.csv"
+    path.write_text(ROWS)
+    with pytest.raises(RuntimeError, match="disk full"):
+        ingest(path, store, settings=settings)
+    assert not store.exists()

@@ -129,7 +129,8 @@ def ingest(
             register_pseudonymizer(con, pseudonymizer)
             con.register("__event_map", event_map_table(adapter, settings))
             writer = _Writer(st, adapter, settings, timezone, pseudonymizer, ingest_id, planned.files)
-            for batch in prefetch(coalesce(adapter.batches(planned.files))):
+            batches = with_pseudonyms(coalesce(adapter.batches(planned.files)), adapter, pseudonymizer)
+            for batch in prefetch(batches):
                 summary = summaries[str(batch.path)]
                 counts = writer.write(batch, reasons)
                 summary.read += counts[0]
@@ -189,7 +190,7 @@ class _Writer:
         self.pseudonymizer = pseudonymizer
         self.ingest_id = int(ingest_id)
         self.dialects = {str(p): d for p, _, d in files}
-        self._sql: dict[tuple[str, ...], tuple[str, str]] = {}
+        self._sql: dict[tuple[str, ...], str] = {}
         self._items: list[pa.Table] = []
         self._batches = 0
 
@@ -202,12 +203,9 @@ class _Writer:
         if table.num_rows:
             key = tuple(table.column_names)
             if key not in self._sql:
-                self._sql[key] = (user_sql(self.adapter, key),
-                                  validation_sql(self.adapter, key, self.settings, self.timezone))
-            users, validate = self._sql[key]
-            raw_users = on(con, "__batch", table, users).to_arrow_table().column(0)
-            table = table.append_column(PSEUDONYM, self.pseudonymizer.array(raw_users))
-            valid = on(con, "__batch", table, validate).to_arrow_table()
+                raw = tuple(c for c in key if c != PSEUDONYM)
+                self._sql[key] = validation_sql(self.adapter, raw, self.settings, self.timezone)
+            valid = on(con, "__batch", table, self._sql[key]).to_arrow_table()
             n_bad, n_good, n_distinct, lo, hi = on(con, "__valid", valid, """
                 SELECT count(*) FILTER (WHERE problem_field IS NOT NULL),
                        count(*) FILTER (WHERE problem_field IS NULL),
@@ -324,6 +322,26 @@ def _latest_per_item(rows: pa.Table) -> pa.Table:
         [(n, "last") for n in names] + [("line", "max"), ("batch", "max")])
     return pa.table({"item_id": latest.column("item_id"), **{n: latest.column(f"{n}_last") for n in names},
                      "line": latest.column("line_max"), "batch": latest.column("batch_max")})
+
+
+def with_pseudonyms(batches: Iterator[RawBatch], adapter: Adapter,
+                    pseudonymizer: Pseudonymizer) -> Iterator[RawBatch]:
+    """Add each row's pseudonymized user id (column ``__pseudonym``) to the batches.
+
+    Runs with the reader, off the writer's critical path, on a connection of its own: the raw
+    ids only ever meet an in-memory database.
+    """
+    con = duckdb.connect()
+    try:
+        for batch in batches:
+            table = batch.table
+            if table.num_rows:
+                sql = user_sql(adapter, table.column_names)
+                raw_users = on(con, "__batch", table, sql).to_arrow_table().column(0)
+                table = table.append_column(PSEUDONYM, pseudonymizer.array(raw_users))
+            yield RawBatch(batch.path, table, batch.rejects)
+    finally:
+        con.close()
 
 
 def coalesce(batches: Iterator[RawBatch], min_rows: int | None = None) -> Iterator[RawBatch]:
