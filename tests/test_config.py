@@ -45,3 +45,13 @@ def test_config_errors_name_the_problem(tmp_path):
         Settings.load()
     with pytest.raises(ConfigError, match="must be a positive duration like '30m', '1h' or '7d'. Got '-1h'"):
         parse_duration("-1h", "window")
+
+
+def test_a_bad_memory_limit_is_named(tmp_path):
+    from journeymap.events import ingest
+
+    path = tmp_path / "x.csv"
+    path.write_text("user_id,ts,event_type\nu,2024-01-01,page_view\n")
+    with pytest.raises(ConfigError, match="ingest_memory_limit must be a size like '1GB' or '512MB'. Got 'lots'"):
+        ingest(path, tmp_path / "s.duckdb", settings=Settings(secret="s" * 20, ingest_memory_limit="lots"))
+    assert not (tmp_path / "s.duckdb").exists()

@@ -120,6 +120,13 @@ def ingest(
         failed = False
         con.begin()
         try:
+            try:
+                con.execute(f"SET memory_limit = {lit(settings.ingest_memory_limit)}")
+            except duckdb.Error as exc:
+                raise ConfigError(
+                    f"ingest_memory_limit must be a size like '1GB' or '512MB'. Got "
+                    f"'{settings.ingest_memory_limit}' ({str(exc).splitlines()[0]})."
+                ) from None
             st.claim_secret(pseudonymizer.fingerprint(), demo)
             ingest_id = con.execute("SELECT coalesce(max(ingest_id), 0) + 1 FROM ingests").fetchone()[0]
             con.execute(
