@@ -138,7 +138,7 @@ class Settings:
             try:
                 kwargs["earliest"] = datetime.fromisoformat(str(limits_data.pop("earliest")))
             except ValueError as exc:
-                raise ConfigError(f"limits.earliest{where} must be a date like 1990-01-01: {exc}.")
+                raise ConfigError(f"limits.earliest{where} must be a date like 1990-01-01: {exc}.") from None
         if "max_future" in limits_data:
             kwargs["max_future"] = parse_duration(limits_data.pop("max_future"), "limits.max_future")
         if "rating" in limits_data:

@@ -21,7 +21,6 @@ from typing import Any
 
 import duckdb
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from journeymap.config import DEMO_SECRET, Settings
 from journeymap.events.adapters import Mapping_, plan

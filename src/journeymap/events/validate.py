@@ -9,7 +9,6 @@ exist only in the batch's memory.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
 
 import duckdb
 import pyarrow as pa
@@ -125,7 +124,7 @@ def validation_sql(
         + _problem('ts', f"'timestamp ' || strftime(__ts, '%Y-%m-%d %H:%M:%S') || "
                          f"' is out of range; expected {earliest} to {latest}'"),
         f"WHEN __et IS NULL OR __et = '' THEN {_problem('event_type', lit('event type is missing'))}",
-        f"WHEN __event_type IS NULL THEN "
+        "WHEN __event_type IS NULL THEN "
         + _problem('event_type', f"'unknown event type ' || {_shown('__et')} || "
                                  + lit(f"; expected one of {expected_types}, {map_hint}")),
         *_number_checks("price", "__price_raw", "__price", 0, limits.max_price),

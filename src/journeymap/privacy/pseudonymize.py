@@ -7,7 +7,6 @@ invert or even test a guess, which a plain hash would allow.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 
 import pyarrow as pa

@@ -7,8 +7,6 @@ late-arriving event never leaves a stale session id behind.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -241,19 +239,6 @@ def read_only_query(path: str | Path, query: str) -> tuple[list[str], list[tuple
         raise StoreError(f"The query failed: {message}") from None
     finally:
         con.close()
-
-
-@contextmanager
-def registered(con: duckdb.DuckDBPyConnection, name: str, table: object) -> Iterator[None]:
-    """Expose an Arrow table to SQL as ``name`` for the duration of the block."""
-    con.register(name, table)
-    try:
-        yield
-    finally:
-        try:
-            con.unregister(name)
-        except duckdb.Error:
-            pass  # the transaction already failed; its rollback drops the view too
 
 
 def _escape(text: str) -> str:

@@ -89,7 +89,7 @@ class GA4(Adapter):
     def batches(self, files: Sequence[tuple[Path, Role, Dialect]]) -> Iterator[RawBatch]:
         con = duckdb.connect()
         try:
-            for path, role, dialect in files:
+            for path, _, dialect in files:
                 for batch in read_batches(path, dialect):
                     yield RawBatch(batch.path, _explode(con, batch.table), batch.rejects)
         finally:
