@@ -55,3 +55,18 @@ def test_a_bad_memory_limit_is_named(tmp_path):
     with pytest.raises(ConfigError, match="ingest_memory_limit must be a size like '1GB' or '512MB'. Got 'lots'"):
         ingest(path, tmp_path / "s.duckdb", settings=Settings(secret="s" * 20, ingest_memory_limit="lots"))
     assert not (tmp_path / "s.duckdb").exists()
+
+
+def test_the_stage_table_reaches_the_store(tmp_path):
+    from journeymap.events import ingest
+    from journeymap.store import Store
+
+    (tmp_path / "journeymap.toml").write_text('secret = "s-0123456789abcdef"\n[event_types]\ncustom = ["wishlist_share"]\n'
+                                             '[stages]\nretain = ["wishlist_share"]\n')
+    path = tmp_path / "x.csv"
+    path.write_text("user_id,ts,event_type\nu,2024-01-01,wishlist_share\nu,2024-01-02,purchase\n")
+    assert ingest(path, tmp_path / "s.duckdb", settings=Settings.load()).stored == 2
+    with Store(tmp_path / "s.duckdb", read_only=True) as st:
+        got = st.con.execute("SELECT e.event_type, s.stage, s.stage_order FROM events e JOIN stages s USING (event_type) "
+                             "ORDER BY ts").fetchall()
+    assert got == [("wishlist_share", "retain", 5), ("purchase", "convert", 4)]

@@ -127,6 +127,7 @@ def ingest(
                     f"'{settings.ingest_memory_limit}' ({str(exc).splitlines()[0]})."
                 ) from None
             st.claim_secret(pseudonymizer.fingerprint(), demo)
+            st.write_stages(dict(settings.vocabulary.stage_of))
             ingest_id = con.execute("SELECT coalesce(max(ingest_id), 0) + 1 FROM ingests").fetchone()[0]
             con.execute(
                 "INSERT INTO ingests (ingest_id, started_at, format, files) VALUES (?, now()::TIMESTAMP, ?, ?)",

@@ -56,6 +56,11 @@ CREATE TABLE IF NOT EXISTS items (
     price      DOUBLE,             -- last price seen
     ingest_id  INTEGER
 );
+CREATE TABLE IF NOT EXISTS stages (
+    event_type  VARCHAR PRIMARY KEY, -- the config's stage table, as of the latest ingest
+    stage       VARCHAR NOT NULL,
+    stage_order INTEGER NOT NULL      -- 1 discover .. 5 retain
+);
 CREATE TABLE IF NOT EXISTS ingests (
     ingest_id   INTEGER PRIMARY KEY,
     started_at  TIMESTAMP NOT NULL,
@@ -144,6 +149,14 @@ class Store:
     def meta(self, key: str) -> str | None:
         row = self.con.execute("SELECT value FROM meta WHERE key = ?", [key]).fetchone()
         return row[0] if row else None
+
+    def write_stages(self, stage_of: dict[str, str]) -> None:
+        """Store the event type -> stage table so that SQL over the store can group by stage."""
+        from journeymap.events.vocabulary import STAGES
+
+        self.con.execute("DELETE FROM stages")
+        self.con.executemany("INSERT INTO stages VALUES (?, ?, ?)",
+                             [(t, s, STAGES.index(s) + 1) for t, s in stage_of.items()])
 
     def claim_secret(self, fingerprint: str, demo: bool) -> None:
         """Record the secret's fingerprint, or refuse a secret other than the store's own."""
