@@ -318,5 +318,14 @@ def demo(
     out.print(f"done in {elapsed:.1f} s", highlight=False)
 
 
+def _register_analyses() -> None:
+    from journeymap.commands import register_all
+
+    register_all(app)
+
+
+_register_analyses()
+
+
 if __name__ == "__main__":
     main()

@@ -1,0 +1,190 @@
+"""What every journey analysis shares: filters, sessions, stages, segments and the result contract.
+
+An analysis is SQL over ``journey_events``: the store's events with a session key (the source's
+session id, else a new session after an inactivity gap) and a journey stage, after filters.
+Results are typed objects with ``to_dict()`` (the CLI's JSON), ``to_frame()`` and ``figure()``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from journeymap.config import Settings, parse_duration
+from journeymap.exceptions import JourneymapError, StoreError
+from journeymap.store import Store
+
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.:-]{0,63}$")
+
+
+def lit(value: str) -> str:
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+@dataclass(frozen=True)
+class Filters:
+    """Which events an analysis sees. Every field is optional; all given ones must hold."""
+
+    start: datetime | None = None  # inclusive, UTC
+    end: datetime | None = None  # exclusive, UTC
+    device: tuple[str, ...] = ()
+    channel: tuple[str, ...] = ()
+    properties: tuple[tuple[str, str], ...] = ()  # (key, value): properties->>key = value
+    segment: str | None = None  # users of a saved segment
+
+    def where(self) -> str:
+        """A SQL condition over journey_events columns (``TRUE`` when there is no filter)."""
+        parts = []
+        if self.start:
+            parts.append(f"ts >= TIMESTAMP {lit(self.start.isoformat(sep=' '))}")
+        if self.end:
+            parts.append(f"ts < TIMESTAMP {lit(self.end.isoformat(sep=' '))}")
+        if self.device:
+            parts.append(f"device IN ({', '.join(lit(d) for d in self.device)})")
+        if self.channel:
+            parts.append(f"channel IN ({', '.join(lit(c) for c in self.channel)})")
+        for key, value in self.properties:
+            parts.append(f"properties->>{lit('$.' + key)} = {lit(value)}")
+        if self.segment:
+            parts.append(f"user_id IN (SELECT user_id FROM segments WHERE name = {lit(self.segment)})")
+        return " AND ".join(parts) or "TRUE"
+
+    @classmethod
+    def parse(cls, start: str | None = None, end: str | None = None, device: str | None = None,
+              channel: str | None = None, where: list[str] | None = None,
+              segment: str | None = None) -> Filters:
+        """Build filters from CLI text: dates 'YYYY-MM-DD[ HH:MM]', lists 'a,b', where 'key=value'."""
+        def when(text: str | None, what: str) -> datetime | None:
+            if not text:
+                return None
+            try:
+                return datetime.fromisoformat(text)
+            except ValueError:
+                raise JourneymapError(f"The {what} date must look like 2024-01-31 or 2024-01-31 13:00. Got '{text}'.") from None
+
+        props = []
+        for pair in where or []:
+            key, sep, value = pair.partition("=")
+            if not sep or not key:
+                raise JourneymapError(f"A --where filter takes KEY=VALUE on event properties, like page=home. Got '{pair}'.")
+            props.append((key.strip(), value.strip()))
+        split = lambda text: tuple(v.strip() for v in text.split(",") if v.strip()) if text else ()  # noqa: E731
+        return cls(when(start, "--from"), when(end, "--to"), split(device), split(channel), tuple(props), segment)
+
+
+@dataclass
+class Journeys:
+    """An open store plus the settings and filters every analysis reads through.
+
+    ``journey_events`` (a SQL subquery) has the events columns plus ``session_key``, ``stage``,
+    ``stage_order`` and ``step`` (1-based position of the event in its session).
+    """
+
+    store: Store
+    settings: Settings = field(default_factory=Settings)
+    filters: Filters = field(default_factory=Filters)
+    gap: timedelta | None = None
+
+    @classmethod
+    def open(cls, path: str | Path, settings: Settings | None = None, filters: Filters | None = None,
+             gap: str | timedelta | None = None) -> Journeys:
+        settings = settings or Settings.load()
+        if isinstance(gap, str):
+            gap = parse_duration(gap, "session gap")
+        journeys = cls(Store(path, read_only=True), settings, filters or Filters(), gap)
+        segment = journeys.filters.segment
+        if segment and (not has_segments(journeys.con) or not journeys.con.execute(
+                "SELECT count(*) FROM segments WHERE name = ?", [segment]).fetchall()[0][0]):
+            journeys.close()
+            raise JourneymapError(f"No segment named '{segment}' in {path}; save one with --save-segment on an analysis.")
+        return journeys
+
+    def close(self) -> None:
+        self.store.close()
+
+    def __enter__(self) -> Journeys:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def con(self) -> duckdb.DuckDBPyConnection:
+        return self.store.con
+
+    @property
+    def session_gap(self) -> timedelta:
+        return self.gap or self.settings.session_gap
+
+    def stage_values(self) -> str:
+        """The stage table as a SQL VALUES list (from the settings, so a changed config applies)."""
+        from journeymap.events.vocabulary import STAGES
+
+        rows = ", ".join(f"({lit(t)}, {lit(s)}, {STAGES.index(s) + 1})"
+                         for t, s in self.settings.vocabulary.stage_of.items())
+        return f"(VALUES {rows}) AS st(event_type, stage, stage_order)"
+
+    def events_sql(self) -> str:
+        """The journey_events subquery: sessionized, staged, filtered events."""
+        gap = self.session_gap.total_seconds()
+        return f"""(
+            WITH base AS (
+                SELECT e.*, st.stage, st.stage_order,
+                       epoch(e.ts - lag(e.ts) OVER (PARTITION BY e.user_id ORDER BY e.ts, e.event_id)) AS __since_prev
+                FROM events e LEFT JOIN {self.stage_values()} USING (event_type)
+            ), keyed AS (
+                SELECT *,
+                       CASE WHEN session_id IS NOT NULL THEN user_id || ':' || session_id
+                            ELSE user_id || '#' || sum(CASE WHEN __since_prev IS NULL OR __since_prev > {gap}
+                                                            THEN 1 ELSE 0 END)
+                                 OVER (PARTITION BY user_id ORDER BY ts, event_id ROWS UNBOUNDED PRECEDING)
+                       END AS session_key
+                FROM base
+            )
+            SELECT * EXCLUDE (__since_prev),
+                   row_number() OVER (PARTITION BY session_key ORDER BY ts, event_id) AS step
+            FROM keyed WHERE {self.filters.where()}
+        )"""
+
+    def query(self, sql: str) -> duckdb.DuckDBPyRelation:
+        """Run SQL in which ``journey_events`` names the sessionized, filtered events."""
+        return self.con.sql(f"WITH journey_events AS {self.events_sql()} {sql}")
+
+
+def save_segment(store_path: str | Path, name: str, users: list[str], description: str = "") -> int:
+    """Save users (pseudonyms) as a named segment, replacing one of the same name; returns its size."""
+    if not _NAME.match(name):
+        raise JourneymapError(
+            f"A segment name must be a letter followed by letters, digits, '_', '.', ':' or '-' (64 at most). Got '{name}'.")
+    with Store(store_path) as st:
+        con = st.con
+        con.execute("CREATE TABLE IF NOT EXISTS segments (name VARCHAR, user_id VARCHAR, description VARCHAR, "
+                    "created_at TIMESTAMP)")
+        con.begin()
+        con.execute("DELETE FROM segments WHERE name = ?", [name])
+        con.executemany("INSERT INTO segments VALUES (?, ?, ?, now()::TIMESTAMP)",
+                        [(name, u, description) for u in sorted(set(users))])
+        con.commit()
+    return len(set(users))
+
+
+def has_segments(con: duckdb.DuckDBPyConnection) -> bool:
+    return bool(con.execute(
+        "SELECT count(*) FROM information_schema.tables WHERE table_name = 'segments'").fetchall()[0][0])
+
+
+def require_events(con: duckdb.DuckDBPyConnection) -> None:
+    if not con.execute("SELECT count(*) FROM events").fetchall()[0][0]:
+        raise StoreError("The store holds no events yet; ingest some with `journeymap ingest FILE --store STORE`.")
+
+
+def jsonable(value: Any) -> Any:
+    """Numbers and text as JSON wants them (NaN becomes null)."""
+    if isinstance(value, float) and value != value:
+        return None
+    return value

@@ -1,0 +1,65 @@
+"""Stores for journey tests: hand-built logs with known answers, and one simulated shop.
+
+``make_store(tmp_path, rows)`` ingests rows given as dicts with canonical field names (user_id,
+ts, event_type, and any of session_id, item_id, category, channel, device, price, properties...),
+with the test secret. ``simulated_store`` is one 20,000-user, 28-day simulated shop per test run,
+with its ground truth (planted effects, user -> persona) in ``.truth``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from journeymap.config import Settings
+from journeymap.events import ingest
+from tests.conftest import SECRET
+
+COLUMNS = ("user_id", "ts", "event_type", "session_id", "item_id", "category", "brand", "price",
+           "quantity", "channel", "device", "query", "text", "rating", "properties")
+
+
+def make_store(tmp_path: Path, rows: list[dict], name: str = "journeys.duckdb") -> Path:
+    """A store holding exactly these events (raw user ids as given, pseudonymized with SECRET)."""
+    path = tmp_path / (name + ".csv")
+    with path.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(COLUMNS)
+        for row in rows:
+            unknown = set(row) - set(COLUMNS)
+            assert not unknown, f"unknown fields {unknown}"
+            values = {**row}
+            if isinstance(values.get("properties"), dict):
+                values["properties"] = json.dumps(values["properties"])
+            writer.writerow(["" if values.get(c) is None else values[c] for c in COLUMNS])
+    store = tmp_path / name
+    result = ingest(path, store, settings=Settings(secret=SECRET), format="generic")
+    assert result.quarantined == 0, result.reasons
+    return store
+
+
+def pseudo(raw: str) -> str:
+    from journeymap.privacy import pseudonymize
+
+    return pseudonymize(raw, SECRET)
+
+
+@dataclass
+class Simulated:
+    store: Path
+    truth: dict
+
+
+@pytest.fixture(scope="session")
+def simulated_store(tmp_path_factory) -> Simulated:
+    from journeymap.simulator import simulate
+
+    folder = tmp_path_factory.mktemp("simulated")
+    result = simulate(users=20_000, days=28, seed=7, out=folder / "shop.csv")
+    store = folder / "shop.duckdb"
+    ingest(result.path, store, settings=Settings(secret=SECRET))
+    return Simulated(store, result.truth)
