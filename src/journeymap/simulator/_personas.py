@@ -15,8 +15,10 @@ CHANNELS = ("direct", "organic_search", "paid_search", "social", "email")
 EMAIL = CHANNELS.index("email")
 
 # Every persona gets the same email share, so email's higher conversion cannot be explained by
-# which personas read email: the channel effect is unconfounded by construction.
-EMAIL_SHARE = 0.12
+# which personas read email: the channel effect is unconfounded by construction. At 20% of
+# sessions (a retention-heavy shop) its 2.5x conversion also makes it the channel behind the most
+# purchases, so attribution should rank it first on credit, not only on credit per session.
+EMAIL_SHARE = 0.20
 
 # Planted effect 1: checkout completion is much worse on mobile, for every persona.
 P_COMPLETE = {"desktop": 0.70, "mobile": 0.35, "tablet": 0.70}
