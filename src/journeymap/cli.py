@@ -279,8 +279,9 @@ def demo(
     seed: Annotated[int, typer.Option(help="Random seed.")] = 7,
     as_json: JsonOpt = False,
 ) -> None:
-    """The main job on the embedded default: simulate a shop, ingest it, summarise the store."""
+    """The main job on the embedded default: simulate a shop, ingest it, write the journey report."""
     from journeymap.events import ingest as run_ingest
+    from journeymap.journeys._report import build_report
     from journeymap.simulator import simulate as run
     from journeymap.store import Store
 
@@ -297,10 +298,13 @@ def demo(
     with Store(store) as st:
         summary = st.info()
         parquet = st.export(out_dir / "events.parquet")
+    with _rows_progress("analysing", not as_json):
+        report = build_report(store, out_dir / "report.html")
     elapsed = time.perf_counter() - started
     if as_json:
         _print_json({"log": str(log), "truth": str(sim.truth_path), "store": str(store),
                      "parquet": str(parquet), "ingest": result.to_dict(), "info": summary.to_dict(),
+                     "report": report.to_dict(),
                      "seconds": round(elapsed, 2)})
         return
     out.print(f"[bold]journeymap demo[/]: a simulated shop, {users:,} shoppers over {days} days "
@@ -308,11 +312,15 @@ def demo(
     out.print(f"ingested {result.read:,} rows: {result.stored:,} stored, {result.quarantined:,} "
               f"quarantined, {result.duplicates:,} duplicates", highlight=False)
     _print_info(summary)
+    out.print("\n[bold]journeys[/]")
+    for section in report.sections[1:]:
+        out.print(f"  [bold]{section.title}[/]: {section.sentence}", highlight=False)
     out.print("\n[bold]results[/]")
     out.print(f"  simulated log   {log}", highlight=False)
     out.print(f"  ground truth    {sim.truth_path}", highlight=False)
     out.print(f"  event store     {store}   (journeymap info --store {store})", highlight=False)
     out.print(f"  events export   {parquet}", highlight=False)
+    out.print(f"  journey report  {report.path}   (one HTML file, opens offline)", highlight=False)
     out.print(f"  try: journeymap sql --store {store} \"SELECT device, count(*) FROM events "
               "WHERE event_type = 'purchase' GROUP BY 1\"", highlight=False)
     out.print(f"done in {elapsed:.1f} s", highlight=False)

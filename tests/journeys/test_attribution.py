@@ -16,7 +16,7 @@ import pytest
 from journeymap.config import Settings
 from journeymap.exceptions import JourneymapError
 from journeymap.journeys import Filters, Journeys
-from journeymap.journeys.attribution import (
+from journeymap.journeys._attribution import (
     MODELS,
     MarkovChain,
     attribution,

@@ -15,7 +15,7 @@ from scipy import stats
 from journeymap.config import Settings
 from journeymap.exceptions import JourneymapError
 from journeymap.journeys import Journeys
-from journeymap.journeys.dropoff import dropoff
+from journeymap.journeys._dropoff import dropoff
 from tests.conftest import SECRET
 from tests.journeys.conftest import make_store, pseudo
 

@@ -13,7 +13,7 @@ import pytest
 from journeymap.config import Settings
 from journeymap.exceptions import ConfigError, JourneymapError
 from journeymap.journeys import Journeys
-from journeymap.journeys.funnel import funnel
+from journeymap.journeys._funnel import funnel
 from tests.conftest import SECRET
 from tests.journeys.conftest import make_store, pseudo
 

@@ -13,7 +13,7 @@ import pytest
 from journeymap.config import Settings
 from journeymap.exceptions import JourneymapError
 from journeymap.journeys import Filters, Journeys
-from journeymap.journeys.paths import paths
+from journeymap.journeys._paths import paths
 from tests.conftest import SECRET
 from tests.journeys.conftest import make_store, pseudo
 

@@ -13,7 +13,7 @@ import pytest
 from journeymap.config import Settings
 from journeymap.exceptions import JourneymapError
 from journeymap.journeys import Journeys
-from journeymap.journeys.personas import personas
+from journeymap.journeys._personas import personas
 from tests.conftest import SECRET
 from tests.journeys.conftest import make_store, pseudo
 

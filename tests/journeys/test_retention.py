@@ -20,7 +20,7 @@ import pytest
 from journeymap.config import Settings
 from journeymap.exceptions import JourneymapError
 from journeymap.journeys import Journeys
-from journeymap.journeys.retention import lifecycle, retention, stickiness
+from journeymap.journeys._retention import lifecycle, retention, stickiness
 from tests.conftest import SECRET
 from tests.journeys.conftest import make_store, pseudo
 

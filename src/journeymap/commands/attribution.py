@@ -45,7 +45,7 @@ def attribution(
 ) -> None:
     """Credit each touchpoint with a share of the conversions (markov, shapley, first, last, ...)."""
     from journeymap.journeys import save_segment as save
-    from journeymap.journeys.attribution import attribution as run
+    from journeymap.journeys._attribution import attribution as run
 
     with open_journeys(store, config, start, end, device, channel, where, segment, gap) as journeys:
         result = run(journeys, model=model, conversion=conversion, touchpoint=touchpoint,

@@ -45,7 +45,7 @@ def dropoff(
 ) -> None:
     """Who dropped after reaching a funnel step, where they went next, and what drives converting."""
     from journeymap.journeys import save_segment as save
-    from journeymap.journeys.dropoff import dropoff as run
+    from journeymap.journeys._dropoff import dropoff as run
 
     with open_journeys(store, config, start, end, device, channel, where, segment, gap) as journeys:
         result = run(journeys, steps, at, window=window, per=per, top=top, min_support=min_support,

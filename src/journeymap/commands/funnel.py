@@ -68,7 +68,7 @@ def funnel_command(
 ) -> None:
     """Funnel: count, rate from start and from the previous step, and median time, per step."""
     from journeymap.journeys._base import save_segment as save
-    from journeymap.journeys.funnel import funnel
+    from journeymap.journeys._funnel import funnel
 
     windows = {}
     for pair in _split(step_window):

@@ -52,7 +52,7 @@ def graph(
 ) -> None:
     """The journey map: what customers do next, with counts, probabilities and time between steps."""
     from journeymap.journeys import save_segment as save
-    from journeymap.journeys.graph import SESSION_START, transition_graph
+    from journeymap.journeys._graph import SESSION_START, transition_graph
 
     chosen = _edge(edge) if edge else None
     if chosen and not save_segment:

@@ -58,7 +58,7 @@ def paths(
 ) -> None:
     """The top paths after --start (or before --end), cleaned, with Sankey data in --json."""
     from journeymap.journeys import save_segment as save
-    from journeymap.journeys.paths import paths as run
+    from journeymap.journeys._paths import paths as run
 
     if (start_at is None) == (end_at is None):
         raise JourneymapError("paths takes exactly one of --start LABEL or --end LABEL. "

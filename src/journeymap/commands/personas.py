@@ -45,7 +45,7 @@ def personas_command(
     """Cluster users into personas by how their journeys look, and describe each one."""
     from journeymap.exceptions import JourneymapError
     from journeymap.journeys import save_segment as save
-    from journeymap.journeys.personas import personas
+    from journeymap.journeys._personas import personas
 
     if save_segment and persona is None:
         raise JourneymapError("--save-segment on personas needs --persona ID to say whose users to save.")

@@ -44,7 +44,7 @@ def retention(
     as_json: JsonOpt = False,
 ) -> None:
     """Do users come back: cohort retention, lifecycle (new/returning/resurrecting/dormant) or stickiness."""
-    from journeymap.journeys import retention as lib
+    from journeymap.journeys import _retention as lib
 
     if view not in VIEWS:
         raise JourneymapError(f"--view must be one of {', '.join(VIEWS)}. Got '{view}'.")

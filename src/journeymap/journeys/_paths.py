@@ -16,7 +16,7 @@ import duckdb
 
 from journeymap.exceptions import JourneymapError
 from journeymap.journeys._base import Journeys, jsonable, lit, require_events
-from journeymap.journeys.graph import (
+from journeymap.journeys._graph import (
     SESSION_END,
     SESSION_START,
     label_sql,
