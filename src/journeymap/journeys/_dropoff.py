@@ -136,7 +136,10 @@ class DropoffResult:
             title=f"Drivers of {' → '.join(self.steps)} after {self.at}: {self.reached:,} {self.per}s reached, "
                   f"{self.conversion_rate:.1%} converted (base rate)",
             xaxis_title="log odds ratio of converting (with vs without)", yaxis_title=None,
+            height=max(350, 60 + 24 * len(drivers)),
         )
+        # Label every bar: plotly thins crowded category ticks, which hid the top driver.
+        fig.update_yaxes(type="category", dtick=1, automargin=True)
         return fig
 
     def users(self, which: str = "dropped", among: str = "reached") -> list[str]:
