@@ -132,22 +132,26 @@ class Journeys:
     def events_sql(self) -> str:
         """The journey_events subquery: sessionized, staged, filtered events."""
         gap = self.session_gap.total_seconds()
+        # Rows with a source session id need no window; only the rest are split by gaps, so a
+        # log that carries session ids pays nothing for gap sessionization.
         return f"""(
             WITH base AS (
-                SELECT e.*, st.stage, st.stage_order,
-                       epoch(e.ts - lag(e.ts) OVER (PARTITION BY e.user_id ORDER BY e.ts, e.event_id)) AS __since_prev
+                SELECT e.*, st.stage, st.stage_order
                 FROM events e LEFT JOIN {self.stage_values()} USING (event_type)
+            ), gaps AS (
+                SELECT *, CASE WHEN ts - lag(ts) OVER w IS NULL OR epoch(ts - lag(ts) OVER w) > {gap}
+                               THEN 1 ELSE 0 END AS __new
+                FROM base WHERE session_id IS NULL
+                WINDOW w AS (PARTITION BY user_id ORDER BY ts, event_id)
             ), keyed AS (
-                SELECT *,
-                       CASE WHEN session_id IS NOT NULL THEN user_id || ':' || session_id
-                            ELSE user_id || '#' || sum(CASE WHEN __since_prev IS NULL OR __since_prev > {gap}
-                                                            THEN 1 ELSE 0 END)
-                                 OVER (PARTITION BY user_id ORDER BY ts, event_id ROWS UNBOUNDED PRECEDING)
-                       END AS session_key
-                FROM base
+                SELECT *, user_id || ':' || session_id AS session_key FROM base WHERE session_id IS NOT NULL
+                UNION ALL BY NAME
+                SELECT * EXCLUDE (__new),
+                       user_id || '#' || sum(__new) OVER (PARTITION BY user_id ORDER BY ts, event_id
+                                                          ROWS UNBOUNDED PRECEDING) AS session_key
+                FROM gaps
             )
-            SELECT * EXCLUDE (__since_prev),
-                   row_number() OVER (PARTITION BY session_key ORDER BY ts, event_id) AS step
+            SELECT *, row_number() OVER (PARTITION BY session_key ORDER BY ts, event_id) AS step
             FROM keyed WHERE {self.filters.where()}
         )"""
 
