@@ -166,8 +166,9 @@ def test_simulated_personas_are_recovered(simulated_store):
     truth = {pseudo(raw): persona for raw, persona in simulated_store.truth["user_personas"].items()}
     ari = result.adjusted_rand(truth)
     print(f"simulated shop: k={result.k} scores={result.scores} ARI={ari:.3f}")
-    assert ari >= 0.1
+    # Five planted personas with distinct journeys: k by silhouette finds five and ARI is about 0.53.
+    assert ari >= 0.45
     assert result.to_dict()["users"] == len(truth)
     # The buying personas stand apart from the browsing ones.
     rates = sorted(p["conversion_rate"] for p in result.personas)
-    assert rates[0] < 0.02 and rates[-1] > 0.5
+    assert rates[0] < 0.02 and rates[-1] > 0.25

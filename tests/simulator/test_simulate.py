@@ -220,14 +220,15 @@ def test_personas_have_distinct_journeys(shop) -> None:
     assert visits["loyal_repeat_buyer"] == max(visits.values())
     assert conversion["window_shopper"] == min(conversion.values()) < 0.01
     # Bargain hunters view cheap items, measured against the typical price of the same category
-    # (personas also differ in which categories they browse).
+    # (personas also differ in which categories they browse, so bargain hunters set much of the
+    # typical price of their own categories: the margin is 15%, not more).
     relative_price = dict(con.execute("""
         WITH v AS (SELECT user_id, category_code, price::double AS price FROM e WHERE event_type = 'view'),
              m AS (SELECT category_code, median(price) AS typical FROM v GROUP BY 1)
         SELECT persona, avg(price / typical) FROM v JOIN m USING (category_code)
         JOIN personas USING (user_id) GROUP BY 1
     """).fetchall())
-    assert relative_price["bargain_hunter"] < 0.8 * min(v for k, v in relative_price.items() if k != "bargain_hunter")
+    assert relative_price["bargain_hunter"] < 0.85 * min(v for k, v in relative_price.items() if k != "bargain_hunter")
     reviews = dict(con.execute("""
         SELECT persona, count(*) FILTER (WHERE event_type = 'review') / count(DISTINCT user_id)
         FROM e JOIN personas USING (user_id) GROUP BY 1

@@ -19,7 +19,16 @@ from journeymap.journeys._base import Journeys, jsonable, lit, require_events
 CRITERION = "silhouette"
 SILHOUETTE_SAMPLE = 4000  # silhouette is O(n^2): candidate k are fitted and scored on a sample
 CLIP = 4.0  # scaled values beyond +-CLIP are clipped, so a few extreme users cannot own a cluster
-CATEGORY_WEIGHT = 0.5  # what users look at matters less to a persona than how they shop
+# Relative weights after scaling. A persona is first who shops where and on what: the device,
+# channel and category families each weigh like two features. Outcomes (carting, buying) are
+# what a persona does now and then, so single 0/1 outcomes of one-visit users do not split
+# otherwise alike users; promotion exposure is the shop's doing more than the shopper's.
+FAMILY_WEIGHT = 2.0
+WEIGHTS = {
+    "carts_per_session": 0.5, "cart_abandon_rate": 0.5, "purchases_per_session": 0.5,
+    "first_visit_purchase": 0.5, "return_visit_purchase": 0.5, "purchases": 0.5,
+    "bounce_rate": 0.5, "days_active": 0.5, "promotion_rate": 0.25, "promotion_purchase": 0.25,
+}
 _FAMILIES = ("device_", "channel_", "category_")
 TOP_LEVELS = 8  # devices, channels and top-level categories kept as their own share features
 
@@ -294,8 +303,8 @@ def _scale(table: pd.DataFrame) -> np.ndarray:
     Shares already share a unit (a 0-1 fraction; doubled so a full swing weighs about two
     standard deviations). Dividing a rare share by its tiny standard deviation would let, say, the
     few reviewers own a cluster. Each family of share columns (devices, channels, categories)
-    is divided by the square root of its size so a family weighs like one feature whatever its
-    number of levels, and categories get half that again: they tell what is bought, not how.
+    is divided by the square root of its size so a family weighs alike whatever its number of
+    levels, then weighted by FAMILY_WEIGHT; outcome and exposure features get WEIGHTS.
     """
     families: dict[str, int] = {}
     for c in table.columns:
@@ -312,7 +321,9 @@ def _scale(table: pd.DataFrame) -> np.ndarray:
             v = 2.0 * v
         if c.startswith(_FAMILIES):
             family = c.split("_")[0]
-            v = v / np.sqrt(families[family]) * (CATEGORY_WEIGHT if family == "category" else 1.0)
+            v = v / np.sqrt(families[family]) * FAMILY_WEIGHT
+        else:
+            v = v * WEIGHTS.get(c, 1.0)
         columns.append(np.clip(v, -CLIP, CLIP))
     return np.column_stack(columns)
 
