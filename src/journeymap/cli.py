@@ -263,6 +263,18 @@ def simulate(
         out.print(f"ground truth: {result.truth_path}", highlight=False)
 
 
+def _persona_recovery(report: Any, truth: dict) -> float | None:
+    """How well the report's personas recover the simulator's planted ones (adjusted Rand index)."""
+    from journeymap.config import DEMO_SECRET
+    from journeymap.privacy import Pseudonymizer
+
+    result = report.section("Personas").result
+    if result is None:
+        return None
+    pseudo = Pseudonymizer(DEMO_SECRET)
+    return round(result.adjusted_rand({pseudo(u): p for u, p in truth["user_personas"].items()}), 3)
+
+
 def _simulate(run: Callable[..., Any], users: int, days: int, seed: int, path: Path, format: str,
               start: str, progress: Callable[[int], None]) -> Any:
     try:
@@ -300,11 +312,12 @@ def demo(
         parquet = st.export(out_dir / "events.parquet")
     with _rows_progress("analysing", not as_json):
         report = build_report(store, out_dir / "report.html")
+    ari = _persona_recovery(report, sim.truth)
     elapsed = time.perf_counter() - started
     if as_json:
         _print_json({"log": str(log), "truth": str(sim.truth_path), "store": str(store),
                      "parquet": str(parquet), "ingest": result.to_dict(), "info": summary.to_dict(),
-                     "report": report.to_dict(),
+                     "report": report.to_dict(), "personas_adjusted_rand": ari,
                      "seconds": round(elapsed, 2)})
         return
     out.print(f"[bold]journeymap demo[/]: a simulated shop, {users:,} shoppers over {days} days "
@@ -315,6 +328,8 @@ def demo(
     out.print("\n[bold]journeys[/]")
     for section in report.sections[1:]:
         out.print(f"  [bold]{section.title}[/]: {section.sentence}", highlight=False)
+    if ari is not None:
+        out.print(f"  (the personas match the simulator's planted ones with adjusted Rand index {ari:.2f})")
     out.print("\n[bold]results[/]")
     out.print(f"  simulated log   {log}", highlight=False)
     out.print(f"  ground truth    {sim.truth_path}", highlight=False)

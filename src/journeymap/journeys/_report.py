@@ -28,6 +28,7 @@ class Section:
     sentence: str
     figure: Any = None  # a plotly Figure, or None when the analysis could not run
     data: dict[str, Any] = field(default_factory=dict)
+    result: Any = None  # the analysis's result object, for callers who want more than the page
 
 
 @dataclass
@@ -35,6 +36,9 @@ class Report:
     path: Path
     sections: list[Section]
     seconds: float
+
+    def section(self, title: str) -> Section:
+        return next(s for s in self.sections if s.title == title)
 
     def to_dict(self) -> dict[str, Any]:
         return {"path": str(self.path), "seconds": round(self.seconds, 2),
@@ -203,7 +207,7 @@ def _personas_section(j: Journeys) -> Section:
     listed = "; ".join(f"{p['name']} ({_pct(p['share'])}, converts {_pct(p['conversion_rate'])})"
                        for p in data["personas"])
     sentence = f"{data['k']} personas (k chosen by {data['criterion']}): {listed}."
-    return Section("Personas", sentence, result.figure(), data)
+    return Section("Personas", sentence, result.figure(), data, result)
 
 
 def _html(name: str, sections: list[Section]) -> str:
