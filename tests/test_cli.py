@@ -92,3 +92,15 @@ def test_real_sample_through_the_cli(tmp_path):
     path = shared("taobao-userbehavior-sample/UserBehavior.csv")
     done = jm("ingest", str(path), "--store", str(tmp_path / "s.duckdb"), "--json")
     assert json.loads(done.stdout)["stored"] == 4321
+
+
+def test_demo_writes_store_report_and_persona_recovery(tmp_path):
+    done = jm("demo", "--out", str(tmp_path / "demo"), "--users", "3000", "--days", "14", "--json", secret=None)
+    assert done.returncode == 0, done.stderr
+    data = json.loads(done.stdout)
+    ingest = data["ingest"]
+    assert ingest["read"] == ingest["stored"] > 20_000 and ingest["quarantined"] == 0
+    assert data["info"]["users"] == 3000 and data["info"]["demo"] is True
+    assert (tmp_path / "demo" / "report.html").stat().st_size > 3_000_000
+    assert [s["title"] for s in data["report"]["sections"]][-1] == "Personas"
+    assert 0.0 < data["personas_adjusted_rand"] <= 1.0
