@@ -248,7 +248,8 @@ def run_child(python: str, script: str, *args: str) -> dict | str:
     if proc.returncode != 0 or not text:
         lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
         return lines[-1] if lines else f"exit {proc.returncode}"
-    return json.loads(text.splitlines()[-1])
+    # DuckDB may draw a progress bar on long queries; the result is the last JSON line.
+    return json.loads([ln for ln in text.splitlines() if ln.startswith("{")][-1])
 
 
 def prepare(events: int) -> tuple[Path, Path]:
