@@ -304,3 +304,12 @@ def test_a_failed_first_ingest_leaves_no_store_behind(tmp_path, store, settings,
     with pytest.raises(RuntimeError, match="disk full"):
         ingest(path, store, settings=settings)
     assert not store.exists()
+
+
+def test_compressed_files_are_read_and_detected(tmp_path, store, settings):
+    import gzip
+
+    path = tmp_path / "shop.csv.gz"
+    path.write_bytes(gzip.compress(ROWS.encode()))
+    result = ingest(path, store, settings=settings)
+    assert (result.format, result.read, result.stored) == ("generic", 4, 4)
