@@ -18,6 +18,7 @@ import duckdb
 from journeymap.config import Settings, parse_duration
 from journeymap.exceptions import JourneymapError, StoreError
 from journeymap.store import Store
+from journeymap.store._store import sessionized_sql
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.:-]{0,63}$")
 
@@ -131,28 +132,11 @@ class Journeys:
 
     def events_sql(self) -> str:
         """The journey_events subquery: sessionized, staged, filtered events."""
-        gap = self.session_gap.total_seconds()
-        # Rows with a source session id need no window; only the rest are split by gaps, so a
-        # log that carries session ids pays nothing for gap sessionization.
         return f"""(
-            WITH base AS (
-                SELECT e.*, st.stage, st.stage_order
-                FROM events e LEFT JOIN {self.stage_values()} USING (event_type)
-            ), gaps AS (
-                SELECT *, CASE WHEN ts - lag(ts) OVER w IS NULL OR epoch(ts - lag(ts) OVER w) > {gap}
-                               THEN 1 ELSE 0 END AS __new
-                FROM base WHERE session_id IS NULL
-                WINDOW w AS (PARTITION BY user_id ORDER BY ts, event_id)
-            ), keyed AS (
-                SELECT *, user_id || ':' || session_id AS session_key FROM base WHERE session_id IS NOT NULL
-                UNION ALL BY NAME
-                SELECT * EXCLUDE (__new),
-                       user_id || '#' || sum(__new) OVER (PARTITION BY user_id ORDER BY ts, event_id
-                                                          ROWS UNBOUNDED PRECEDING) AS session_key
-                FROM gaps
-            )
-            SELECT *, row_number() OVER (PARTITION BY session_key ORDER BY ts, event_id) AS step
-            FROM keyed WHERE {self.filters.where()}
+            SELECT k.*, st.stage, st.stage_order,
+                   row_number() OVER (PARTITION BY k.session_key ORDER BY k.ts, k.event_id) AS step
+            FROM {sessionized_sql(self.session_gap)} k LEFT JOIN {self.stage_values()} USING (event_type)
+            WHERE {self.filters.where()}
         )"""
 
     def query(self, sql: str) -> duckdb.DuckDBPyRelation:

@@ -72,6 +72,29 @@ CREATE TABLE IF NOT EXISTS ingests (
 """
 
 
+def sessionized_sql(gap: timedelta) -> str:
+    """The events with a ``session_key``: the source's session id, else a new session after ``gap``.
+
+    The one definition of a session: ``info`` counts them and every journey analysis reads them.
+    Rows with a source session id need no window, so a log that carries ids pays nothing for gaps.
+    """
+    seconds = gap.total_seconds()
+    return f"""(
+        WITH gaps AS (
+            SELECT *, CASE WHEN ts - lag(ts) OVER w IS NULL OR epoch(ts - lag(ts) OVER w) > {seconds}
+                           THEN 1 ELSE 0 END AS __new
+            FROM events WHERE session_id IS NULL
+            WINDOW w AS (PARTITION BY user_id ORDER BY ts, event_id)
+        )
+        SELECT *, user_id || ':' || session_id AS session_key FROM events WHERE session_id IS NOT NULL
+        UNION ALL BY NAME
+        SELECT * EXCLUDE (__new),
+               user_id || '#' || sum(__new) OVER (PARTITION BY user_id ORDER BY ts, event_id
+                                                  ROWS UNBOUNDED PRECEDING) AS session_key
+        FROM gaps
+    )"""
+
+
 @dataclass
 class StoreInfo:
     """What a store holds; ``to_dict()`` is what ``journeymap info --json`` prints."""
@@ -174,19 +197,8 @@ class Store:
     # -- reading --------------------------------------------------------------------------------
     def session_count(self, gap: timedelta = timedelta(minutes=30)) -> int:
         """Sessions: given session ids per user, else a new session after ``gap`` of inactivity."""
-        seconds = gap.total_seconds()
-        row = self.con.execute(f"""
-            WITH gaps AS (
-                SELECT session_id,
-                       ts - lag(ts) OVER (PARTITION BY user_id ORDER BY ts) AS since_prev
-                FROM events WHERE session_id IS NULL
-            )
-            SELECT (SELECT count(*) FROM (SELECT DISTINCT user_id, session_id FROM events
-                                          WHERE session_id IS NOT NULL))
-                 + (SELECT count(*) FROM gaps
-                    WHERE since_prev IS NULL OR epoch(since_prev) > {seconds})
-        """).fetchone()
-        return int(row[0])
+        return int(self.con.execute(
+            f"SELECT count(DISTINCT session_key) FROM {sessionized_sql(gap)}").fetchall()[0][0])
 
     def info(self, gap: timedelta = timedelta(minutes=30)) -> StoreInfo:
         con = self.con
