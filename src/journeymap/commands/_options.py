@@ -21,18 +21,39 @@ ChannelOpt = Annotated[Optional[str], typer.Option("--channel", help="Only these
 WhereOpt = Annotated[Optional[list[str]], typer.Option("--where", help="Event property filter KEY=VALUE, repeatable.")]
 SegmentOpt = Annotated[Optional[str], typer.Option("--segment", help="Only users of this saved segment.")]
 GapOpt = Annotated[Optional[str], typer.Option("--gap", help="Inactivity that starts a new session, e.g. 30m (default from config).")]
+EngineOpt = Annotated[str, typer.Option(
+    "--engine", help="duckdb (the store) or spark: the same analysis on Spark, reading --store as Parquet "
+                     "(a DuckDB store is exported first).")]
 SaveSegmentOpt = Annotated[Optional[str], typer.Option("--save-segment", help="Save the users behind the result as a segment of this name.")]
 
 
 def open_journeys(store: Path, config: Path | None = None, start: str | None = None, end: str | None = None,
                   device: str | None = None, channel: str | None = None, where: list[str] | None = None,
-                  segment: str | None = None, gap: str | None = None):
-    """Open the store for analysis with the command's filters."""
+                  segment: str | None = None, gap: str | None = None, engine: str = "duckdb"):
+    """Open the store for analysis with the command's filters, on the chosen engine."""
     from journeymap.config import Settings
+    from journeymap.exceptions import JourneymapError
     from journeymap.journeys import Filters, Journeys
 
     filters = Filters.parse(start, end, device, channel, where, segment)
-    return Journeys.open(store, Settings.load(config), filters, gap)
+    settings = Settings.load(config)
+    if engine == "duckdb":
+        return Journeys.open(store, settings, filters, gap)
+    if engine != "spark":
+        raise JourneymapError(f"--engine takes duckdb or spark. Got '{engine}'.")
+    events = Path(store)
+    if events.is_file() and events.read_bytes()[8:12] == b"DUCK":  # a store: hand Spark its events as Parquet
+        import atexit
+        import shutil
+        import tempfile
+
+        from journeymap.store import Store
+
+        folder = Path(tempfile.mkdtemp(prefix="journeymap-spark-"))
+        atexit.register(shutil.rmtree, folder, True)
+        with Store(events, read_only=True) as st:
+            events = st.export(folder / "events.parquet")
+    return Journeys.on_spark(str(events), settings=settings, filters=filters, gap=gap)
 
 
 def print_json(data: Any) -> None:

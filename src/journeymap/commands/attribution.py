@@ -11,6 +11,7 @@ from journeymap.commands._options import (
     ChannelOpt,
     ConfigOpt,
     DeviceOpt,
+    EngineOpt,
     FromOpt,
     GapOpt,
     JsonOpt,
@@ -23,6 +24,7 @@ from journeymap.commands._options import (
     out,
     print_json,
 )
+from journeymap.exceptions import JourneymapError
 
 
 def attribution(
@@ -41,13 +43,16 @@ def attribution(
     gap: GapOpt = None,
     save_segment: SaveSegmentOpt = None,
     config: ConfigOpt = None,
+    engine: EngineOpt = "duckdb",
     as_json: JsonOpt = False,
 ) -> None:
     """Credit each touchpoint with a share of the conversions (markov, shapley, first, last, ...)."""
     from journeymap.journeys import save_segment as save
     from journeymap.journeys._attribution import attribution as run
 
-    with open_journeys(store, config, start, end, device, channel, where, segment, gap) as journeys:
+    if save_segment and engine != "duckdb":
+        raise JourneymapError("--save-segment writes into the DuckDB store; run it without --engine spark.")
+    with open_journeys(store, config, start, end, device, channel, where, segment, gap, engine) as journeys:
         result = run(journeys, model=model, conversion=conversion, touchpoint=touchpoint,
                      lookback=lookback, order=order)
     data = result.to_dict()

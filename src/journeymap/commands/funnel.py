@@ -10,6 +10,7 @@ from journeymap.commands._options import (
     ChannelOpt,
     ConfigOpt,
     DeviceOpt,
+    EngineOpt,
     FromOpt,
     GapOpt,
     JsonOpt,
@@ -64,7 +65,7 @@ def funnel_command(
         "--save-dropped-at", help="With --save-segment: save who dropped at this step instead of who converted.")] = None,
     start: FromOpt = None, end: ToOpt = None, device: DeviceOpt = None, channel: ChannelOpt = None,
     where: WhereOpt = None, segment: SegmentOpt = None, gap: GapOpt = None, config: ConfigOpt = None,
-    save_segment: SaveSegmentOpt = None, as_json: JsonOpt = False,
+    save_segment: SaveSegmentOpt = None, engine: EngineOpt = "duckdb", as_json: JsonOpt = False,
 ) -> None:
     """Funnel: count, rate from start and from the previous step, and median time, per step."""
     from journeymap.journeys._base import save_segment as save
@@ -78,7 +79,9 @@ def funnel_command(
         windows[name.strip()] = text.strip()
     if save_dropped_at and not save_segment:
         raise JourneymapError("--save-dropped-at names whom to save; give the segment's name with --save-segment too.")
-    with open_journeys(store, config, start, end, device, channel, where, segment, gap) as journeys:
+    if save_segment and engine != "duckdb":
+        raise JourneymapError("--save-segment writes into the DuckDB store; run it without --engine spark.")
+    with open_journeys(store, config, start, end, device, channel, where, segment, gap, engine) as journeys:
         result = funnel(journeys, _split([steps]), window=window, order=order, per=per, exclude=_split(exclude),
                         optional=_split(optional), breakdown=breakdown, step_windows=windows, over_time=over_time)
     data = result.to_dict()

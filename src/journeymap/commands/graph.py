@@ -11,6 +11,7 @@ from journeymap.commands._options import (
     ChannelOpt,
     ConfigOpt,
     DeviceOpt,
+    EngineOpt,
     FromOpt,
     GapOpt,
     JsonOpt,
@@ -48,6 +49,7 @@ def graph(
     gap: GapOpt = None,
     save_segment: SaveSegmentOpt = None,
     config: ConfigOpt = None,
+    engine: EngineOpt = "duckdb",
     as_json: JsonOpt = False,
 ) -> None:
     """The journey map: what customers do next, with counts, probabilities and time between steps."""
@@ -57,7 +59,9 @@ def graph(
     chosen = _edge(edge) if edge else None
     if chosen and not save_segment:
         raise JourneymapError("--edge picks whose users to save, so it needs --save-segment NAME as well.")
-    with open_journeys(store, config, start, end, device, channel, where, segment, gap) as journeys:
+    if save_segment and engine != "duckdb":
+        raise JourneymapError("--save-segment writes into the DuckDB store; run it without --engine spark.")
+    with open_journeys(store, config, start, end, device, channel, where, segment, gap, engine) as journeys:
         result = transition_graph(journeys, by=by, min_edge_count=min_count, collapse_repeats=collapse_repeats)
         if save_segment:
             if chosen:

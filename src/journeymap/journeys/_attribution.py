@@ -48,7 +48,7 @@ import numpy as np
 
 from journeymap.config import parse_duration
 from journeymap.exceptions import JourneymapError
-from journeymap.journeys._base import Journeys, jsonable, lit, require_events
+from journeymap.journeys._base import Journeys, jsonable, lit, require_events, seconds_between
 
 MODELS = ("first", "last", "linear", "position", "time_decay", "markov", "shapley")
 HALF_LIFE_DAYS = 7.0  # time-decay: a touch a week before the conversion counts half
@@ -206,7 +206,7 @@ def journey_paths(journeys: Journeys, conversion: str = "purchase", touchpoint: 
     elif lookback.total_seconds() <= 0:
         raise JourneymapError(f"The lookback window must be a positive duration like '30d'. Got '{lookback}'.")
     expr = _touch_expr(touchpoint)
-    require_events(journeys.con)
+    require_events(journeys)
     present = journeys.query(
         f"SELECT count(*) FILTER (WHERE event_type = {lit(conversion)}), count(*) FROM journey_events").fetchall()[0]
     if not present[0]:
@@ -239,10 +239,10 @@ def journey_paths(journeys: Journeys, conversion: str = "purchase", touchpoint: 
             HAVING max(idx) > coalesce(max(idx) FILTER (WHERE converted_at IS NOT NULL), 0)
         )
         SELECT e.user_id, e.converted, list(o.touch ORDER BY o.idx) AS touches,
-               list(epoch(e.at - o.started) / 86400.0 ORDER BY o.idx) AS ages
+               list({seconds_between('e.at', 'o.started')} / 86400.0 ORDER BY o.idx) AS ages
         FROM ends e JOIN ordered o
           ON o.user_id = e.user_id AND o.idx > e.prev_idx AND o.idx <= e.last_idx
-         AND (o.idx = e.last_idx OR o.started >= e.at - to_microseconds({lookback // timedelta(microseconds=1)}))
+         AND (o.idx = e.last_idx OR epoch_us(o.started) >= epoch_us(e.at) - {lookback // timedelta(microseconds=1)})
         GROUP BY e.user_id, e.converted, e.last_idx
         ORDER BY e.user_id, e.last_idx
     """).fetchall()

@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import duckdb
 
@@ -20,7 +20,15 @@ from journeymap.exceptions import JourneymapError, StoreError
 from journeymap.store import Store
 from journeymap.store._store import sessionized_sql
 
+if TYPE_CHECKING:
+    from journeymap.journeys._engine import SparkEngine, SparkResult
+
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.:-]{0,63}$")
+
+
+def seconds_between(later: str, earlier: str) -> str:
+    """SQL for the seconds from ``earlier`` to ``later``, exact to the microsecond on every engine."""
+    return f"((epoch_us({later}) - epoch_us({earlier})) / 1000000.0)"
 
 
 def lit(value: str) -> str:
@@ -86,10 +94,11 @@ class Journeys:
     ``stage_order`` and ``step`` (1-based position of the event in its session).
     """
 
-    store: Store
+    store: Store | None
     settings: Settings = field(default_factory=Settings)
     filters: Filters = field(default_factory=Filters)
     gap: timedelta | None = None
+    engine: SparkEngine | None = None  # None: the DuckDB store itself
 
     @classmethod
     def open(cls, path: str | Path, settings: Settings | None = None, filters: Filters | None = None,
@@ -105,8 +114,28 @@ class Journeys:
             raise JourneymapError(f"No segment named '{segment}' in {path}; save one with --save-segment on an analysis.")
         return journeys
 
+    @classmethod
+    def on_spark(cls, events: Any, spark: Any = None, settings: Settings | None = None,
+                 filters: Filters | None = None, gap: str | timedelta | None = None) -> Journeys:
+        """The same analyses on Spark: ``events`` is a Spark DataFrame with the store's event
+        columns, or the path of Parquet written by ``journeymap export``."""
+        from journeymap.journeys._engine import SparkEngine
+
+        filters = filters or Filters()
+        if filters.segment:
+            raise JourneymapError("Segments live in the DuckDB store; on Spark, filter the events DataFrame "
+                                  "to the segment's users before passing it.")
+        if isinstance(gap, str):
+            gap = parse_duration(gap, "session gap")
+        return cls(None, settings or Settings.load(), filters, gap, SparkEngine(events, spark))
+
+    @property
+    def engine_name(self) -> str:
+        return "spark" if self.engine else "duckdb"
+
     def close(self) -> None:
-        self.store.close()
+        if self.store is not None:
+            self.store.close()
 
     def __enter__(self) -> Journeys:
         return self
@@ -116,7 +145,16 @@ class Journeys:
 
     @property
     def con(self) -> duckdb.DuckDBPyConnection:
+        if self.store is None:
+            raise JourneymapError("This analysis runs on the DuckDB store only; open it with Journeys.open(STORE).")
         return self.store.con
+
+    def event_columns(self) -> list[str]:
+        if self.engine:
+            return list(self.engine.columns)
+        return [r[0] for r in self.con.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_name = 'events' "
+            "ORDER BY ordinal_position").fetchall()]
 
     @property
     def session_gap(self) -> timedelta:
@@ -139,9 +177,14 @@ class Journeys:
             WHERE {self.filters.where()}
         )"""
 
-    def query(self, sql: str) -> duckdb.DuckDBPyRelation:
-        """Run SQL in which ``journey_events`` names the sessionized, filtered events."""
-        return self.con.sql(f"WITH journey_events AS {self.events_sql()} {sql}")
+    def query(self, sql: str) -> duckdb.DuckDBPyRelation | SparkResult:
+        """Run SQL in which ``journey_events`` names the sessionized, filtered events.
+
+        On DuckDB the result is a relation; on Spark an object with the same ``fetchall()`` and ``df()``."""
+        text = f"WITH journey_events AS {self.events_sql()} {sql}"
+        if self.engine:
+            return self.engine.query(text)
+        return self.con.sql(text)
 
 
 def save_segment(store_path: str | Path, name: str, users: list[str], description: str = "") -> int:
@@ -166,8 +209,13 @@ def has_segments(con: duckdb.DuckDBPyConnection) -> bool:
         "SELECT count(*) FROM information_schema.tables WHERE table_name = 'segments'").fetchall()[0][0])
 
 
-def require_events(con: duckdb.DuckDBPyConnection) -> None:
-    if not con.execute("SELECT count(*) FROM events").fetchall()[0][0]:
+def require_events(source: Journeys | duckdb.DuckDBPyConnection) -> None:
+    if isinstance(source, Journeys) and source.engine:
+        empty = not source.engine.has_events()
+    else:
+        con = source.con if isinstance(source, Journeys) else source
+        empty = not con.execute("SELECT count(*) FROM events").fetchall()[0][0]
+    if empty:
         raise StoreError("The store holds no events yet; ingest some with `journeymap ingest FILE --store STORE`.")
 
 

@@ -179,7 +179,7 @@ def dropoff(journeys: Journeys, steps: list[str] | str, at: str, window: str = "
     and the drivers: features over- and under-represented among those who converted."""
     steps = _check(journeys, steps, at, per, top, min_support, prior, alpha)
     seconds = parse_duration(window, "'window' parameter of dropoff()").total_seconds()
-    require_events(journeys.con)
+    require_events(journeys)
     k_at = steps.index(at) + 1
     n = len(steps)
     entity = "session_key" if per == "session" else "user_id"

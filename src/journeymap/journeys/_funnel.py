@@ -46,7 +46,7 @@ import pandas as pd
 
 from journeymap.config import parse_duration
 from journeymap.exceptions import JourneymapError
-from journeymap.journeys._base import Journeys, jsonable, lit, require_events
+from journeymap.journeys._base import Journeys, jsonable, lit, require_events, seconds_between
 
 __all__ = ["FunnelResult", "FunnelStep", "funnel"]
 
@@ -237,7 +237,7 @@ def funnel(journeys: Journeys, steps: Sequence[str], window: str | timedelta = "
     if sw and order == "any":
         raise JourneymapError("Step windows need an order; use order='ordered' or 'strict' with step_windows.")
 
-    require_events(journeys.con)
+    require_events(journeys)
     value_sql = _breakdown_sql(journeys, breakdown) if breakdown else "NULL"
     sql = _entity_sql(steps, opt, win.total_seconds(), sw, order, per, excluded, value_sql)
     try:
@@ -276,9 +276,7 @@ def _breakdown_sql(journeys: Journeys, breakdown: str) -> str:
         if not key:
             raise JourneymapError("A properties breakdown needs a key, like properties.coupon.")
         return f"properties->>{lit('$.' + key)}"
-    columns = [r[0] for r in journeys.con.execute(
-        "SELECT column_name FROM information_schema.columns WHERE table_name = 'events' ORDER BY ordinal_position"
-    ).fetchall()] + ["session_key", "stage", "stage_order", "step"]
+    columns = journeys.event_columns() + ["session_key", "stage", "stage_order", "step"]
     if breakdown not in columns or breakdown in ("properties", "event_id"):
         choices = ", ".join(c for c in columns if c not in ("properties", "event_id"))
         raise JourneymapError(f"Cannot break a funnel down by '{breakdown}'; use one of {choices} "
@@ -313,8 +311,8 @@ def _entity_sql(steps: list[str], opt: set[int], window: float, sw: dict[int, fl
     if order == "any":
         for k in range(1, n):
             ctes.append(f"""m{k} AS (
-        SELECT c.entity, min_by(e.pos, (abs(epoch(e.ts) - epoch(c.t0)), e.pos)) AS p,
-               min_by(e.ts, (abs(epoch(e.ts) - epoch(c.t0)), e.pos)) AS t
+        SELECT c.entity, min_by(e.pos, (abs(epoch_us(e.ts) - epoch_us(c.t0)), e.pos)) AS p,
+               min_by(e.ts, (abs(epoch_us(e.ts) - epoch_us(c.t0)), e.pos)) AS t
         FROM c0 c JOIN ev e ON e.entity = c.entity AND e.event_type = {lit(steps[k])}
              AND e.ts BETWEEN c.t0 - {W} AND c.t0 + {W}
         GROUP BY c.entity)""")
@@ -358,7 +356,7 @@ def _entity_sql(steps: list[str], opt: set[int], window: float, sw: dict[int, fl
             upto = [r for r in required if r <= pr] + [k]
             ts = ", ".join(f"m{r}.t" for r in upto)
             ok = " AND ".join(f"m{r}.p IS NOT NULL" for r in upto)
-            reached[k] = f"({ok} AND epoch(greatest({ts}) - least({ts})) <= {window})"
+            reached[k] = f"({ok} AND {seconds_between(f'greatest({ts})', f'least({ts})')} <= {window})"
             done[k] = f"greatest({ts})"
         else:
             reached[k] = f"(m{k}.p IS NOT NULL AND {reached[pr]})"
@@ -367,10 +365,10 @@ def _entity_sql(steps: list[str], opt: set[int], window: float, sw: dict[int, fl
         cols.append(f"coalesce({reached[k]}, FALSE) AS r{k}")
         cols.append(f"m{k}.p AS p{k}")
         if k:
-            cols.append(f"CASE WHEN {reached[k]} THEN epoch({done[k]} - {done[prev_req[k]]}) END AS d{k}")
+            cols.append(f"CASE WHEN {reached[k]} THEN {seconds_between(done[k], done[prev_req[k]])} END AS d{k}")
     last = n - 1
     first_t = "m0.t" if order != "any" else "least(" + ", ".join(f"m{r}.t" for r in required) + ")"
-    cols.append(f"CASE WHEN {reached[last]} THEN epoch({done[last]} - {first_t}) END AS ttc")
+    cols.append(f"CASE WHEN {reached[last]} THEN {seconds_between(done[last], first_t)} END AS ttc")
     joins = " ".join(f"LEFT JOIN m{k} ON m{k}.entity = m0.entity" for k in range(1, n))
     ctes.append(f"""f AS (
         SELECT m0.entity, m0.user_id, coalesce(m0.value, {lit(NONE_VALUE)}) AS value, m0.t AS t0, {', '.join(cols)}

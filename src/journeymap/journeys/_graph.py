@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import duckdb
 
 from journeymap.exceptions import JourneymapError
-from journeymap.journeys._base import Journeys, jsonable, lit, require_events
+from journeymap.journeys._base import Journeys, jsonable, lit, require_events, seconds_between
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -67,7 +67,7 @@ def transitions_sql(label: str, collapse_repeats: bool) -> str:
         FROM seq WINDOW w AS (PARTITION BY session_key ORDER BY ord)
     ), transitions AS (
         SELECT session_key, user_id, label AS source, coalesce(next_label, {lit(SESSION_END)}) AS target,
-               epoch(next_ts - last_ts) AS seconds, pos
+               {seconds_between('next_ts', 'last_ts')} AS seconds, pos
         FROM moves
         UNION ALL
         SELECT session_key, user_id, {lit(SESSION_START)}, label, NULL, 0 FROM moves WHERE pos = 1
@@ -225,7 +225,7 @@ def transition_graph(journeys: Journeys, by: str = "event_type", min_edge_count:
     label = label_sql(by)
     if int(min_edge_count) < 1:
         raise JourneymapError(f"The 'min_edge_count' parameter of transition_graph() must be 1 or more. Got {min_edge_count}.")
-    require_events(journeys.con)
+    require_events(journeys)
     rows = journeys.query(f""", {transitions_sql(label, collapse_repeats)}, agg AS (
             SELECT source, target, grouping(target) AS is_node, count(*) AS count,
                    count(DISTINCT user_id) AS users, quantile_cont(seconds, [0.5, 0.95]) AS q, avg(pos) AS mean_step
@@ -315,8 +315,9 @@ def step_matrix(journeys: Journeys, by: str = "event_type", max_steps: int = 10,
     label = label_sql(by, "step_matrix()")
     if int(max_steps) < 1:
         raise JourneymapError(f"The 'max_steps' parameter of step_matrix() must be 1 or more. Got {max_steps}.")
-    require_events(journeys.con)
+    require_events(journeys)
     k = int(max_steps)
+    steps = "(VALUES " + ", ".join(f"({i})" for i in range(2, k + 1)) + ")" if k > 1 else "(SELECT 2 WHERE FALSE)"
     rows = journeys.query(f""", {sequence_sql(label, collapse_repeats)}, positioned AS (
             SELECT session_key, label, row_number() OVER (PARTITION BY session_key ORDER BY ord) AS pos,
                    count(*) OVER (PARTITION BY session_key) AS length
@@ -325,7 +326,7 @@ def step_matrix(journeys: Journeys, by: str = "event_type", max_steps: int = 10,
         cells AS (
             SELECT pos AS step, label, count(*) AS sessions FROM positioned WHERE pos <= {k} GROUP BY ALL
             UNION ALL
-            SELECT s.step, {lit(SESSION_END)}, count(*) FROM range(2, {k + 1}) s(step)
+            SELECT s.step, {lit(SESSION_END)}, count(*) FROM {steps} s(step)
               JOIN (SELECT DISTINCT session_key, length FROM positioned WHERE pos = 1) p ON p.length < s.step
             GROUP BY s.step
         )

@@ -168,7 +168,7 @@ def paths(journeys: Journeys, start: str | None = None, end: str | None = None, 
         raise JourneymapError(f"The 'top' parameter of paths() must be 1 or more. Got {top}.")
     rename = dict(rename or {})
     label = _rename_sql(label_sql(by, "paths()"), rename)
-    require_events(journeys.con)
+    require_events(journeys)
     steps, top = int(steps), int(top)
     anchor_label = start if start is not None else end
     if start is not None:  # the anchor's first occurrence and the steps - 1 labels after it

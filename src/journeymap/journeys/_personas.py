@@ -150,7 +150,7 @@ def personas(journeys: Journeys, k: int | None = None, k_range: tuple[int, int] 
                               f"Got ({lo}, {hi}).")
     if max_users is not None and max_users < 2:
         raise JourneymapError(f"max_users of personas() must be at least 2. Got {max_users}.")
-    require_events(journeys.con)
+    require_events(journeys)
     table, notes = user_features(journeys)
     if features != "default":
         wanted = [features] if isinstance(features, str) else list(features)

@@ -112,7 +112,7 @@ def retention(journeys: Journeys, period: str = "week", kind: str = "first_time"
     if periods < 1:
         raise JourneymapError(f"The number of periods to follow must be at least 1. Got {periods}.")
     _check_events(journeys, event, return_event)
-    require_events(journeys.con)
+    require_events(journeys)
     unit = period
     starts = (f"SELECT user_id, min(date_trunc('{unit}', ts))::DATE AS cohort FROM journey_events "
               f"WHERE {_is(event)} GROUP BY user_id") if kind == "first_time" else (
@@ -186,7 +186,7 @@ def lifecycle(journeys: Journeys, period: str = "week", event: str | None = None
     previous one, but before; dormant = active the previous period but not this one (negative)."""
     _check_period(period, PERIODS, "lifecycle()")
     _check_events(journeys, event)
-    require_events(journeys.con)
+    require_events(journeys)
     step = f"INTERVAL 1 {period}"
     states = journeys.query(f"""
         , act AS (SELECT DISTINCT user_id, date_trunc('{period}', ts)::DATE AS p FROM journey_events WHERE {_is(event)}),
@@ -280,7 +280,7 @@ def stickiness(journeys: Journeys, period: str = "week", event: str | None = Non
     _check_period(period, tuple(_DAYS_IN), "stickiness()",
                   hint=" (it counts active days within each period, so a day is too short)")
     _check_events(journeys, event)
-    require_events(journeys.con)
+    require_events(journeys)
     frame = journeys.query(f"""
         SELECT user_id, date_trunc('{period}', ts)::DATE AS period, count(DISTINCT ts::DATE) AS days
         FROM journey_events WHERE {_is(event)} GROUP BY ALL ORDER BY period, user_id""").df()

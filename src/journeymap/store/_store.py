@@ -78,16 +78,16 @@ def sessionized_sql(gap: timedelta) -> str:
     The one definition of a session: ``info`` counts them and every journey analysis reads them.
     Rows with a source session id need no window, so a log that carries ids pays nothing for gaps.
     """
-    seconds = gap.total_seconds()
+    micros = gap // timedelta(microseconds=1)
     return f"""(
         WITH gaps AS (
-            SELECT *, CASE WHEN ts - lag(ts) OVER w IS NULL OR epoch(ts - lag(ts) OVER w) > {seconds}
+            SELECT *, CASE WHEN lag(ts) OVER w IS NULL OR epoch_us(ts) - epoch_us(lag(ts) OVER w) > {micros}
                            THEN 1 ELSE 0 END AS __new
             FROM events WHERE session_id IS NULL
             WINDOW w AS (PARTITION BY user_id ORDER BY ts, event_id)
         )
         SELECT *, user_id || ':' || session_id AS session_key FROM events WHERE session_id IS NOT NULL
-        UNION ALL BY NAME
+        UNION ALL
         SELECT * EXCLUDE (__new),
                user_id || '#' || sum(__new) OVER (PARTITION BY user_id ORDER BY ts, event_id
                                                   ROWS UNBOUNDED PRECEDING) AS session_key
@@ -235,8 +235,13 @@ class Store:
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = out.with_name(out.name + ".partial")
         order = " ORDER BY ts, user_id" if table == "events" else ""
+        # Parquet's UUID type is unreadable for Spark (PARQUET_TYPE_ILLEGAL): ids travel as text.
+        uuids = [r[0] for r in self.con.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_name = ? AND data_type = 'UUID'",
+            [table]).fetchall()]
+        columns = "* REPLACE (" + ", ".join(f"CAST({c} AS VARCHAR) AS {c}" for c in uuids) + ")" if uuids else "*"
         self.con.execute(
-            f"COPY (SELECT * FROM {table}{order}) TO '{_escape(str(tmp))}' (FORMAT parquet, COMPRESSION zstd)")
+            f"COPY (SELECT {columns} FROM {table}{order}) TO '{_escape(str(tmp))}' (FORMAT parquet, COMPRESSION zstd)")
         tmp.replace(out)  # a reader never sees a half-written file
         return out
 
