@@ -168,8 +168,12 @@ class Journeys:
                          for t, s in self.settings.vocabulary.stage_of.items())
         return f"(VALUES {rows}) AS st(event_type, stage, stage_order)"
 
-    def events_sql(self) -> str:
-        """The journey_events subquery: sessionized, staged, filtered events."""
+    def events_sql(self, sessions: bool = True) -> str:
+        """The journey_events subquery: sessionized, staged, filtered events. ``sessions=False``
+        gives only the filtered events columns, for analyses that follow users, not sessions
+        (sessionizing is a window over the whole log, the largest cost of a per-user funnel)."""
+        if not sessions:
+            return f"(SELECT * FROM events WHERE {self.filters.where()})"
         return f"""(
             SELECT k.*, st.stage, st.stage_order,
                    row_number() OVER (PARTITION BY k.session_key ORDER BY k.ts, k.event_id) AS step
@@ -177,11 +181,11 @@ class Journeys:
             WHERE {self.filters.where()}
         )"""
 
-    def query(self, sql: str) -> duckdb.DuckDBPyRelation | SparkResult:
-        """Run SQL in which ``journey_events`` names the sessionized, filtered events.
+    def query(self, sql: str, sessions: bool = True) -> duckdb.DuckDBPyRelation | SparkResult:
+        """Run SQL in which ``journey_events`` names the sessionized, filtered events (see ``events_sql``).
 
         On DuckDB the result is a relation; on Spark an object with the same ``fetchall()`` and ``df()``."""
-        text = f"WITH journey_events AS {self.events_sql()} {sql}"
+        text = f"WITH journey_events AS {self.events_sql(sessions)} {sql}"
         if self.engine:
             return self.engine.query(text)
         return self.con.sql(text)

@@ -20,6 +20,7 @@ from journeymap.exceptions import JourneymapError
 
 if TYPE_CHECKING:
     import pandas as pd
+    import pyarrow as pa
 
 ENGINES = ("duckdb", "spark")
 
@@ -100,6 +101,11 @@ class SparkResult:
 
     def fetchall(self) -> list[tuple]:
         return [tuple(_plain(v) for v in row) for row in self._frame.collect()]
+
+    def to_arrow_table(self) -> pa.Table:
+        import pyarrow as pa
+
+        return pa.Table.from_pandas(self.df(), preserve_index=False)
 
     def df(self) -> pd.DataFrame:
         import pandas as pd

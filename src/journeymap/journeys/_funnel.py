@@ -43,6 +43,7 @@ from typing import Any
 
 import duckdb
 import pandas as pd
+import pyarrow as pa
 
 from journeymap.config import parse_duration
 from journeymap.exceptions import JourneymapError
@@ -240,8 +241,10 @@ def funnel(journeys: Journeys, steps: Sequence[str], window: str | timedelta = "
     require_events(journeys)
     value_sql = _breakdown_sql(journeys, breakdown) if breakdown else "NULL"
     sql = _entity_sql(steps, opt, win.total_seconds(), sw, order, per, excluded, value_sql)
+    # A per-user funnel reads plain events unless it breaks down by a session column.
+    sessions = per == "session" or breakdown in ("session_key", "stage", "stage_order", "step")
     try:
-        entities = journeys.query(sql).df()
+        entities = journeys.query(sql, sessions=sessions).to_arrow_table()  # zero-copy into the summary
     except duckdb.Error as exc:  # pragma: no cover - a bug here, reported plainly
         raise JourneymapError(f"The funnel query failed: {exc}") from exc
     return _summarize(entities, steps, opt, win, order, per, excluded, sw, breakdown, over_time)
@@ -384,7 +387,7 @@ def _entity_sql(steps: list[str], opt: set[int], window: float, sw: dict[int, fl
     return ", " + ",\n".join(ctes) + "\n" + body
 
 
-def _summarize(entities: pd.DataFrame, steps: list[str], opt: set[int], win: timedelta, order: str, per: str,
+def _summarize(entities: pa.Table, steps: list[str], opt: set[int], win: timedelta, order: str, per: str,
                excluded: tuple[str, ...], sw: dict[int, float], breakdown: str | None,
                over_time: str | None) -> FunnelResult:
     """Counts, rates and exact medians, in SQL over the per-entity table."""
@@ -461,7 +464,7 @@ def _summarize(entities: pd.DataFrame, steps: list[str], opt: set[int], win: tim
         steps=all_steps, entered=entered, converted=converted, window=_duration_text(win), order=order, per=per,
         exclude=excluded, step_windows={steps[k]: _duration_text(timedelta(seconds=s)) for k, s in sw.items()},
         breakdown=breakdown, breakdown_values=values, time_to_convert=time_to_convert,
-        over_time=over_time, over_time_rows=periods, entities=entities[keep].reset_index(drop=True))
+        over_time=over_time, over_time_rows=periods, entities=entities.select(keep).to_pandas())
 
 
 def _duration_text(d: timedelta) -> str:
