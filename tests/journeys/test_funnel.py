@@ -53,7 +53,18 @@ def four(tmp_path):
 def run(tmp_path, rows, steps=STEPS, **kwargs):
     tmp_path.mkdir(exist_ok=True)
     with Journeys.open(make_store(tmp_path, rows), Settings(secret=SECRET)) as journeys:
-        return funnel(journeys, steps, **kwargs)
+        result = funnel(journeys, steps, **kwargs)
+        result.entities  # fetched while the store is open, for the users() asserts below  # noqa: B018
+        return result
+
+
+def test_users_need_the_open_store(tmp_path):
+    rows = [ev("a", 0, "product_view"), ev("a", 30, "purchase")]
+    with Journeys.open(make_store(tmp_path, rows), Settings(secret=SECRET)) as journeys:
+        result = funnel(journeys, ["product_view", "purchase"])
+    assert result.converted == 1  # the figures are computed up front
+    with pytest.raises(JourneymapError, match="store behind this funnel is closed"):
+        result.users()
 
 
 def counts(result) -> list[int]:

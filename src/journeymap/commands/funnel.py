@@ -84,13 +84,14 @@ def funnel_command(
     with open_journeys(store, config, start, end, device, channel, where, segment, gap, engine) as journeys:
         result = funnel(journeys, _split([steps]), window=window, order=order, per=per, exclude=_split(exclude),
                         optional=_split(optional), breakdown=breakdown, step_windows=windows, over_time=over_time)
+        if save_segment:  # who, asked while the store is open; saved once it is closed
+            # Segments hold users: per session, the users owning the sessions.
+            if save_dropped_at:
+                who, what = result.dropped(save_dropped_at, owners=True), f"dropped at {save_dropped_at}"
+            else:
+                who, what = result.users(owners=True), f"converted at {result.steps[-1].name}"
     data = result.to_dict()
     if save_segment:
-        # Segments hold users: per session, the users owning the sessions.
-        if save_dropped_at:
-            who, what = result.dropped(save_dropped_at, owners=True), f"dropped at {save_dropped_at}"
-        else:
-            who, what = result.users(owners=True), f"converted at {result.steps[-1].name}"
         size = save(store, save_segment, who, f"funnel {steps}: {what}")
         data["segment"] = {"name": save_segment, "users": size, "who": what}
     if as_json:

@@ -35,7 +35,7 @@ Semantics
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from itertools import pairwise
@@ -43,7 +43,6 @@ from typing import Any
 
 import duckdb
 import pandas as pd
-import pyarrow as pa
 
 from journeymap.config import parse_duration
 from journeymap.exceptions import JourneymapError
@@ -111,8 +110,16 @@ class FunnelResult:
     time_to_convert: dict[str, Any] = field(default_factory=dict)
     over_time: str | None = None
     over_time_rows: list[dict[str, Any]] = field(default_factory=list)
-    # One row per entity: entity, user_id, value (breakdown), r0..r{n-1} (reached step k).
-    entities: pd.DataFrame = field(default_factory=pd.DataFrame, repr=False)
+    _load: Callable[[], pd.DataFrame] | None = field(default=None, repr=False, compare=False)
+    _entities: pd.DataFrame | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def entities(self) -> pd.DataFrame:
+        """One row per entity: entity, user_id, value (breakdown), r0..r{n-1} (reached step k).
+        Fetched from the store on first use, so ask while its Journeys is open."""
+        if self._entities is None:
+            self._entities = self._load() if self._load else pd.DataFrame()
+        return self._entities
 
     @property
     def conversion_rate(self) -> float | None:
@@ -244,10 +251,19 @@ def funnel(journeys: Journeys, steps: Sequence[str], window: str | timedelta = "
     # A per-user funnel reads plain events unless it breaks down by a session column.
     sessions = per == "session" or breakdown in ("session_key", "stage", "stage_order", "step")
     try:
-        entities = journeys.query(sql, sessions=sessions).to_arrow_table()  # zero-copy into the summary
+        rows = journeys.query(f"{sql}\n{_summary_sql(n, win, breakdown, over_time)}", sessions=sessions).df()
     except duckdb.Error as exc:  # pragma: no cover - a bug here, reported plainly
         raise JourneymapError(f"The funnel query failed: {exc}") from exc
-    return _summarize(entities, steps, opt, win, order, per, excluded, sw, breakdown, over_time)
+    keep = ["entity", "user_id", "value"] + [f"r{k}" for k in range(n)]
+
+    def load() -> pd.DataFrame:  # the entities behind the counts, fetched when first asked for
+        try:
+            return journeys.query(f"{sql}\nSELECT {', '.join(keep)} FROM ent", sessions=sessions).df()
+        except duckdb.ConnectionException:
+            raise JourneymapError("The store behind this funnel is closed; ask for its users inside "
+                                  "`with Journeys.open(...)`, before the store closes.") from None
+
+    return _summarize(rows, load, steps, opt, win, order, per, excluded, sw, breakdown, over_time)
 
 
 def _event_type(vocab, name: str, what: str) -> str:
@@ -299,15 +315,31 @@ def _entity_sql(steps: list[str], opt: set[int], window: float, sw: dict[int, fl
     names = list(dict.fromkeys(steps + list(excluded)))
     keep = "TRUE" if order == "strict" else f"event_type IN ({', '.join(map(lit, names))})"
     W = f"INTERVAL {window} SECOND"
-    ctes = [f"""ev AS (
+    # An event's place in its entity's sequence is (ts, rank, event_id), numbered by a window as
+    # ``pos``. An ordered funnel of distinct steps with no exclusion can skip that window (the
+    # largest cost): there a later step's rank is always higher, so "after the previous matched
+    # event" is exactly ``ts >= its ts``, and the matched event's ts can stand in for its pos.
+    by_ts = order == "ordered" and len(set(steps)) == n and not excluded
+    if by_ts:
+        ctes = [f"""ev AS (
+        SELECT {entity} AS entity, user_id, ts, event_type, {value_sql} AS value, ts AS pos, event_id
+        FROM journey_events WHERE {keep})""",
+                f"""m0 AS (
+        SELECT entity, arg_min(user_id, (ts, event_id)) AS user_id, arg_min(value, (ts, event_id)) AS value,
+               min(ts) AS p, min(ts) AS t
+        FROM ev WHERE event_type = {lit(steps[0])} GROUP BY entity)"""]
+        after, before = ">=", "<="
+    else:
+        ctes = [f"""ev AS (
         SELECT {entity} AS entity, user_id, ts, event_type, {value_sql} AS value,
                row_number() OVER (PARTITION BY {entity} ORDER BY ts, {rank}, event_id) AS pos
         FROM journey_events WHERE {keep})""",
-            f"""m0 AS (
+                f"""m0 AS (
         SELECT entity, arg_min(user_id, pos) AS user_id, arg_min(value, pos) AS value,
                min(pos) AS p, arg_min(ts, pos) AS t
-        FROM ev WHERE event_type = {lit(steps[0])} GROUP BY entity)""",
-            "c0 AS (SELECT entity, t AS t0, p AS ap, t AS rt FROM m0)"]
+        FROM ev WHERE event_type = {lit(steps[0])} GROUP BY entity)"""]
+        after, before = ">", "<"
+    ctes.append("c0 AS (SELECT entity, t AS t0, p AS ap, t AS rt FROM m0)")
     required = [k for k in range(n) if k not in opt]
     prev_req = {k: max(r for r in required if r < k) for k in range(1, n)}
     chain = {0: "c0"}  # the chain state each step starts from: entity, t0, ap (anchor pos), rt (last required ts)
@@ -339,12 +371,12 @@ def _entity_sql(steps: list[str], opt: set[int], window: float, sw: dict[int, fl
                 deferred.append(f"""m{k} AS ({pick}
         FROM {cur} c LEFT JOIN m{nxt} x ON x.entity = c.entity
              JOIN ev e ON e.entity = c.entity AND e.event_type = {lit(steps[k])}
-             AND e.pos > c.ap AND (x.p IS NULL OR e.pos < x.p) AND e.ts <= c.t0 + {W}{cap}
+             AND e.pos {after} c.ap AND (x.p IS NULL OR e.pos {before} x.p) AND e.ts <= c.t0 + {W}{cap}
         GROUP BY c.entity)""")
                 chain[k] = cur
                 continue
             else:
-                ctes.append(f"m{k} AS ({pick} {match.format(src=cur, cond='e.pos > c.ap')} GROUP BY c.entity)")
+                ctes.append(f"m{k} AS ({pick} {match.format(src=cur, cond=f'e.pos {after} c.ap')} GROUP BY c.entity)")
             ctes.append(f"c{k} AS (SELECT c.entity, c.t0, m.p AS ap, m.t AS rt FROM {cur} c JOIN m{k} m USING (entity))")
             chain[k] = f"c{k}"
         ctes += deferred
@@ -376,7 +408,7 @@ def _entity_sql(steps: list[str], opt: set[int], window: float, sw: dict[int, fl
     ctes.append(f"""f AS (
         SELECT m0.entity, m0.user_id, coalesce(m0.value, {lit(NONE_VALUE)}) AS value, m0.t AS t0, {', '.join(cols)}
         FROM m0 {joins})""")
-    body = "SELECT f.* EXCLUDE (" + ", ".join(f"p{k}" for k in range(n)) + ") FROM f"
+    body = "ent AS (SELECT f.* EXCLUDE (" + ", ".join(f"p{k}" for k in range(n)) + ") FROM f"
     if excluded:
         matched = ", ".join(f"CASE WHEN r{k} THEN p{k} END" for k in range(n))
         body += f"""
@@ -384,23 +416,48 @@ def _entity_sql(steps: list[str], opt: set[int], window: float, sw: dict[int, fl
             SELECT 1 FROM ev x WHERE x.entity = f.entity AND x.event_type IN ({', '.join(map(lit, excluded))})
               AND x.pos > least({matched}) AND x.pos < greatest({matched}))"""
     # journeys.query() opens the WITH clause (journey_events), so these CTEs continue it.
-    return ", " + ",\n".join(ctes) + "\n" + body
+    return ", " + ",\n".join(ctes) + ",\n" + body + ")"
 
 
-def _summarize(entities: pa.Table, steps: list[str], opt: set[int], win: timedelta, order: str, per: str,
-               excluded: tuple[str, ...], sw: dict[int, float], breakdown: str | None,
-               over_time: str | None) -> FunnelResult:
-    """Counts, rates and exact medians, in SQL over the per-entity table."""
+def _bins(win: timedelta) -> list[tuple[float, float]]:
+    top = win.total_seconds()
+    edges = [e for e in _EDGES if e < top] + [int(top) if top == int(top) else top]
+    return list(pairwise(edges))
+
+
+def _summary_sql(n: int, win: timedelta, breakdown: str | None, over_time: str | None) -> str:
+    """One aggregate over ``ent``: the whole funnel, each breakdown value and each period of entry,
+    with counts, exact medians, the time-to-convert distribution and its histogram."""
+    last = n - 1
+    bins = _bins(win)
+    aggs = ([f"count_if(r{k}) AS c{k}" for k in range(n)]
+            + [f"median(d{k}) FILTER (WHERE r{k}) AS med{k}" for k in range(1, n)]
+            + ["count(ttc) FILTER (WHERE r{0}) AS ttc_n, avg(ttc) FILTER (WHERE r{0}) AS ttc_mean".format(last)]
+            + [f"quantile_cont(ttc, {p / 100}) FILTER (WHERE r{last}) AS ttc_p{p}" for p in PERCENTILES]
+            + [f"count_if(r{last} AND ttc >= {lo} AND ttc {'<' if i < len(bins) - 1 else '<='} {hi}) AS bin{i}"
+               for i, (lo, hi) in enumerate(bins)])
+    sets = ["()"] + (["(value)"] if breakdown else []) + (["(period)"] if over_time else [])
+    period = f"CAST(date_trunc('{over_time}', t0) AS DATE)" if over_time else "CAST(NULL AS DATE)"
+    by_value = "grouping(value)" if breakdown else "1"
+    by_period = "grouping(period)" if over_time else "1"
+    value = "value" if breakdown else "NULL"
+    period_col = "period" if over_time else "NULL"
+    return f"""SELECT {by_value} AS by_value, {by_period} AS by_period, {value} AS value, {period_col} AS period,
+               count(*) AS entered, {', '.join(aggs)}
+        FROM (SELECT *, {period} AS period FROM ent) t
+        GROUP BY GROUPING SETS ({', '.join(sets)})"""
+
+
+def _summarize(rows: pd.DataFrame, load: Callable[[], pd.DataFrame], steps: list[str], opt: set[int],
+               win: timedelta, order: str, per: str, excluded: tuple[str, ...], sw: dict[int, float],
+               breakdown: str | None, over_time: str | None) -> FunnelResult:
+    """Steps, rates and distributions from the aggregate rows of ``_summary_sql``."""
     n = len(steps)
     required = [k for k in range(n) if k not in opt]
     prev_req = {k: max(r for r in required if r < k) for k in range(1, n)}
-    con = duckdb.connect()
-    con.register("ent", entities)
-    aggs = ", ".join([f"count_if(r{k}) AS c{k}" for k in range(n)]
-                     + [f"median(d{k}) FILTER (WHERE r{k}) AS med{k}" for k in range(1, n)])
-    rows = con.execute(f"""
-        SELECT grouping(value) AS whole, value, count(*) AS entered, {aggs}
-        FROM ent GROUP BY GROUPING SETS ((), (value)) ORDER BY whole DESC, entered DESC, value""").df()
+
+    def number(value: Any) -> float | None:
+        return None if value is None or pd.isna(value) else float(value)
 
     def steps_of(row) -> list[FunnelStep]:
         out = []
@@ -409,17 +466,17 @@ def _summarize(entities: pa.Table, steps: list[str], opt: set[int], win: timedel
             count = int(row[f"c{k}"])
             pr = prev_req.get(k)
             base = int(row[f"c{pr}"]) if pr is not None else None
-            med = row.get(f"med{k}") if k else None
             out.append(FunnelStep(
                 index=k, name=steps[k], optional=k in opt, count=count,
                 rate_from_start=count / entered if entered else None,
                 rate_from_previous=(count / base if base else None) if pr is not None else None,
-                median_seconds_from_previous=None if med is None or pd.isna(med) else float(med),
+                median_seconds_from_previous=number(row[f"med{k}"]) if k else None,
                 previous=pr, dropped=(base - count) if base is not None else 0))
         return out
 
-    whole = rows[rows["whole"] == 1].iloc[0] if len(rows) else None
-    if whole is None or pd.isna(whole["entered"]) or not int(whole["entered"]):
+    whole_rows = rows[(rows["by_value"] == 1) & (rows["by_period"] == 1)]
+    whole = whole_rows.iloc[0] if len(whole_rows) else None
+    if whole is None or not int(whole["entered"]):
         all_steps = [FunnelStep(k, steps[k], k in opt, 0, None, None, None, prev_req.get(k), 0) for k in range(n)]
         entered = 0
     else:
@@ -429,42 +486,34 @@ def _summarize(entities: pa.Table, steps: list[str], opt: set[int], win: timedel
 
     values = []
     if breakdown:
-        for _, row in rows[rows["whole"] == 0].iterrows():
+        by_value = rows[rows["by_value"] == 0].sort_values(["entered", "value"], ascending=[False, True])
+        for _, row in by_value.iterrows():
             v_steps = steps_of(row)
             v_rate = v_steps[-1].count / int(row["entered"]) if int(row["entered"]) else None
             values.append(BreakdownValue(str(row["value"]), int(row["entered"]), v_steps[-1].count, v_rate,
                                          v_rate / base_rate if base_rate and v_rate is not None else None, v_steps))
 
-    last = n - 1
-    q = ", ".join(f"quantile_cont(ttc, {p / 100})" for p in PERCENTILES)
-    top = win.total_seconds()
-    edges = [e for e in _EDGES if e < top] + [int(top) if top == int(top) else top]
-    bins = ", ".join(f"count_if(ttc >= {lo} AND ttc {'<' if i < len(edges) - 2 else '<='} {hi})"
-                     for i, (lo, hi) in enumerate(pairwise(edges)))
-    ttc = con.execute(f"SELECT count(ttc), avg(ttc), {q}, {bins} FROM ent WHERE r{last}").fetchone()
+    bins = _bins(win)
     time_to_convert = {
-        "count": int(ttc[0]),
-        "mean_seconds": jsonable(ttc[1]),
-        "percentiles": {f"p{p}": jsonable(v) for p, v in zip(PERCENTILES, ttc[2:2 + len(PERCENTILES)])},
-        "histogram": [{"from_seconds": lo, "to_seconds": hi, "count": int(c or 0)}
-                      for (lo, hi), c in zip(pairwise(edges), ttc[2 + len(PERCENTILES):])],
+        "count": int(whole["ttc_n"]) if whole is not None else 0,
+        "mean_seconds": number(whole["ttc_mean"]) if whole is not None else None,
+        "percentiles": {f"p{p}": number(whole[f"ttc_p{p}"]) if whole is not None else None for p in PERCENTILES},
+        "histogram": [{"from_seconds": lo, "to_seconds": hi, "count": int(whole[f"bin{i}"]) if whole is not None else 0}
+                      for i, (lo, hi) in enumerate(bins)],
     }
 
     periods = []
     if over_time:
-        for p, e, c in con.execute(f"""
-                SELECT date_trunc('{over_time}', t0)::DATE AS period, count(*), count_if(r{last})
-                FROM ent GROUP BY period ORDER BY period""").fetchall():
-            periods.append({"period": p.isoformat(), "entered": int(e), "converted": int(c),
+        for _, row in rows[rows["by_period"] == 0].sort_values("period").iterrows():
+            e, c = int(row["entered"]), int(row[f"c{n - 1}"])
+            periods.append({"period": pd.Timestamp(row["period"]).date().isoformat(), "entered": e, "converted": c,
                             "conversion_rate": c / e if e else None})
-    con.close()
 
-    keep = ["entity", "user_id", "value"] + [f"r{k}" for k in range(n)]
     return FunnelResult(
         steps=all_steps, entered=entered, converted=converted, window=_duration_text(win), order=order, per=per,
         exclude=excluded, step_windows={steps[k]: _duration_text(timedelta(seconds=s)) for k, s in sw.items()},
         breakdown=breakdown, breakdown_values=values, time_to_convert=time_to_convert,
-        over_time=over_time, over_time_rows=periods, entities=entities.select(keep).to_pandas())
+        over_time=over_time, over_time_rows=periods, _load=load)
 
 
 def _duration_text(d: timedelta) -> str:
