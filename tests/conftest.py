@@ -1,7 +1,9 @@
-"""Shared fixtures: a secret, a store in tmp_path, and the real data samples beside the repo."""
+"""Shared fixtures: a secret, a store in tmp_path, the real data samples beside the repo, and one
+simulated shop per test run."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -36,3 +38,23 @@ def shared(relative: str) -> Path:
     if not path.exists():
         pytest.skip(f"real data sample {relative} not found in {SHARED_DATA} (see shared/data/README.md)")
     return path
+
+
+@dataclass
+class Simulated:
+    store: Path
+    truth: dict
+
+
+@pytest.fixture(scope="session")
+def simulated_store(tmp_path_factory) -> Simulated:
+    """One 20,000-user, 28-day simulated shop per test run, with its ground truth (planted
+    effects, user -> persona) in ``.truth``; journey and profile tests share it."""
+    from journeymap.events import ingest
+    from journeymap.simulator import simulate
+
+    folder = tmp_path_factory.mktemp("simulated")
+    result = simulate(users=20_000, days=28, seed=7, out=folder / "shop.csv")
+    store = folder / "shop.duckdb"
+    ingest(result.path, store, settings=Settings(secret=SECRET))
+    return Simulated(store, result.truth)

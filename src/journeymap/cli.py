@@ -184,7 +184,7 @@ def sql(
 def export(
     store: StoreOpt,
     out_path: Annotated[Path, typer.Option("--out", "-o", help="Parquet file to write.")],
-    table: Annotated[str, typer.Option(help="events, quarantine, items or ingests.")] = "events",
+    table: Annotated[str, typer.Option(help="events, quarantine, items, ingests, profiles, segments or item_vectors.")] = "events",
 ) -> None:
     """Export a store table to Parquet (for Spark, pandas, Polars, ...)."""
     from journeymap.store import Store

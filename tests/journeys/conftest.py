@@ -2,18 +2,14 @@
 
 ``make_store(tmp_path, rows)`` ingests rows given as dicts with canonical field names (user_id,
 ts, event_type, and any of session_id, item_id, category, channel, device, price, properties...),
-with the test secret. ``simulated_store`` is one 20,000-user, 28-day simulated shop per test run,
-with its ground truth (planted effects, user -> persona) in ``.truth``.
+with the test secret. ``simulated_store`` (one simulated shop per test run) lives in tests/conftest.py.
 """
 
 from __future__ import annotations
 
 import csv
 import json
-from dataclasses import dataclass
 from pathlib import Path
-
-import pytest
 
 from journeymap.config import Settings
 from journeymap.events import ingest
@@ -46,20 +42,3 @@ def pseudo(raw: str) -> str:
     from journeymap.privacy import pseudonymize
 
     return pseudonymize(raw, SECRET)
-
-
-@dataclass
-class Simulated:
-    store: Path
-    truth: dict
-
-
-@pytest.fixture(scope="session")
-def simulated_store(tmp_path_factory) -> Simulated:
-    from journeymap.simulator import simulate
-
-    folder = tmp_path_factory.mktemp("simulated")
-    result = simulate(users=20_000, days=28, seed=7, out=folder / "shop.csv")
-    store = folder / "shop.duckdb"
-    ingest(result.path, store, settings=Settings(secret=SECRET))
-    return Simulated(store, result.truth)

@@ -170,8 +170,9 @@ class Store:
 
     # -- metadata -------------------------------------------------------------------------------
     def meta(self, key: str) -> str | None:
-        row = self.con.execute("SELECT value FROM meta WHERE key = ?", [key]).fetchone()
-        return row[0] if row else None
+        # fetchall, not fetchone: DuckDB 2 leaves a half-read result open, which blocks the next query.
+        rows = self.con.execute("SELECT value FROM meta WHERE key = ?", [key]).fetchall()
+        return rows[0][0] if rows else None
 
     def write_stages(self, stage_of: dict[str, str]) -> None:
         """Store the event type -> stage table so that SQL over the store can group by stage."""
@@ -228,9 +229,14 @@ class Store:
 
     def export(self, out: str | Path, table: str = "events") -> Path:
         """Write a table to Parquet (zstd), readable by Spark, pandas, Polars or DuckDB."""
-        tables = ("events", "quarantine", "items", "ingests")
+        tables = ("events", "quarantine", "items", "ingests", "profiles", "segments", "item_vectors")
         if table not in tables:
             raise StoreError(f"Cannot export '{table}'; tables are {', '.join(tables)}.")
+        present = {r[0] for r in self.con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
+        if table not in present:
+            made_by = {"profiles": "journeymap profiles", "segments": "--save-segment on an analysis",
+                       "item_vectors": "journeymap similar-items or search-items"}
+            raise StoreError(f"{self.path} has no '{table}' table yet; it is made by {made_by.get(table, 'ingest')}.")
         out = Path(out)
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = out.with_name(out.name + ".partial")
