@@ -263,6 +263,23 @@ def simulate(
         out.print(f"ground truth: {result.truth_path}", highlight=False)
 
 
+def _demo_profiles(store: Path) -> tuple[Any, Any]:
+    """Profiles of every simulated shopper, then segments of them (with item-text vectors)."""
+    from journeymap.config import DEMO_SECRET, Settings
+    from journeymap.profiles import build_profiles, segments
+
+    profiles = build_profiles(store, settings=Settings(secret=DEMO_SECRET))
+    return profiles, segments(store)
+
+
+def _truth_by_pseudonym(truth: dict) -> dict[str, str]:
+    from journeymap.config import DEMO_SECRET
+    from journeymap.privacy import Pseudonymizer
+
+    pseudo = Pseudonymizer(DEMO_SECRET)
+    return {pseudo(u): p for u, p in truth["user_personas"].items()}
+
+
 def _persona_recovery(report: Any, truth: dict) -> float | None:
     """How well the report's personas recover the simulator's planted ones (adjusted Rand index)."""
     from journeymap.config import DEMO_SECRET
@@ -291,7 +308,8 @@ def demo(
     seed: Annotated[int, typer.Option(help="Random seed.")] = 7,
     as_json: JsonOpt = False,
 ) -> None:
-    """The main job on the embedded default: simulate a shop, ingest it, write the journey report."""
+    """The main job on the embedded default: simulate a shop, ingest it, write the journey report,
+    profile every shopper and segment them."""
     from journeymap.events import ingest as run_ingest
     from journeymap.journeys._report import build_report
     from journeymap.simulator import simulate as run
@@ -313,12 +331,17 @@ def demo(
     with _rows_progress("analysing", not as_json):
         report = build_report(store, out_dir / "report.html")
     ari = _persona_recovery(report, sim.truth)
+    with _rows_progress("profiling", not as_json):
+        profiles, groups = _demo_profiles(store)
+    truth = _truth_by_pseudonym(sim.truth)
+    groups_ari = round(groups.adjusted_rand(truth), 3)
     elapsed = time.perf_counter() - started
     if as_json:
         _print_json({"log": str(log), "truth": str(sim.truth_path), "store": str(store),
                      "parquet": str(parquet), "ingest": result.to_dict(), "info": summary.to_dict(),
                      "report": report.to_dict(), "personas_adjusted_rand": ari,
-                     "seconds": round(elapsed, 2)})
+                     "profiles": profiles.to_dict(), "segments": groups.to_dict(),
+                     "segments_adjusted_rand": groups_ari, "seconds": round(elapsed, 2)})
         return
     out.print(f"[bold]journeymap demo[/]: a simulated shop, {users:,} shoppers over {days} days "
               f"(seed {seed}), user ids pseudonymized with the demo secret.")
@@ -330,12 +353,19 @@ def demo(
         out.print(f"  [bold]{section.title}[/]: {section.sentence}", highlight=False)
     if ari is not None:
         out.print(f"  (the personas match the simulator's planted ones with adjusted Rand index {ari:.2f})")
+    out.print(f"\n[bold]profiles[/]: {len(groups.assignments):,} shoppers in {groups.k} segments "
+              f"(adjusted Rand index {groups_ari:.2f} against the planted personas)", highlight=False)
+    for seg in groups.segments:
+        out.print(f"  [bold]{seg.name}[/] ({seg.size:,}, {seg.conversion_rate:.1%} buy): {seg.description}",
+                  highlight=False)
     out.print("\n[bold]results[/]")
     out.print(f"  simulated log   {log}", highlight=False)
     out.print(f"  ground truth    {sim.truth_path}", highlight=False)
     out.print(f"  event store     {store}   (journeymap info --store {store})", highlight=False)
     out.print(f"  events export   {parquet}", highlight=False)
     out.print(f"  journey report  {report.path}   (one HTML file, opens offline)", highlight=False)
+    first = next(iter(sim.truth["user_personas"]))
+    out.print(f"  a profile       journeymap profile --store {store} --user {first}", highlight=False)
     out.print(f"  try: journeymap sql --store {store} \"SELECT device, count(*) FROM events "
               "WHERE event_type = 'purchase' GROUP BY 1\"", highlight=False)
     out.print(f"done in {elapsed:.1f} s", highlight=False)
