@@ -125,3 +125,33 @@ def test_simulated_segments_recover_the_planted_personas(profiled_sim):
     assert rates[0] < 0.01 and rates[-1] > 0.25  # a segment that never buys, one that buys a lot
     with Store(profiled_sim.store, read_only=True) as st:
         assert st.con.execute("SELECT count(segment) FROM profiles").fetchall()[0][0] == len(truth)
+
+
+def test_image_vectors_split_shoppers_whose_behaviour_is_the_same(tmp_path):
+    """Ten shoppers look at red products, ten at green ones, and do nothing else that differs:
+    only the pictures (a colour-histogram image encoder) can tell the two groups apart."""
+    from journeymap.items import ColourHistogramEncoder
+    from tests.items.conftest import add_rows
+    from tests.items.test_encoders import GREEN, RED, WHITE, picture, write_png
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    colours = {"red-1": (RED, WHITE), "red-2": (WHITE, RED), "green-1": (GREEN, WHITE), "green-2": (WHITE, GREEN)}
+    for item, stripes in colours.items():
+        write_png(folder / f"{item}.png", picture(*stripes))
+    rows, truth = [], {}
+    for n in range(20):
+        item = ("red-1", "red-2", "green-1", "green-2")[n % 4]
+        user = f"shopper{n:02d}"
+        truth[pseudo(user)] = item.split("-")[0]
+        rows.append({"user_id": user, "ts": "2024-03-01 10:00:00", "event_type": "product_view", "item_id": item,
+                     "item_name": f"Summer shirt {item[-1]}", "category": "apparel.shirts",
+                     "properties": {"image": str(folder / f"{item}.png")}})
+    store = tmp_path / "shop.duckdb"
+    add_rows(store, rows, "images")
+    build(store)
+    with pytest.raises(JourneymapError, match="Every profile looks the same"):
+        segments(store, k=2, content=False, save=False)  # the same behaviour: nothing to split on
+    result = segments(store, k=2, content=False, image_encoder=ColourHistogramEncoder(), save=False)
+    assert "20 of 20 users have an image vector" in result.content_note
+    assert result.adjusted_rand(truth) == 1.0

@@ -104,6 +104,7 @@ def segments_command(
     k: Annotated[int | None, typer.Option("--k", help="A fixed number of segments (default: chosen by silhouette over 3..8).")] = None,
     out_path: Annotated[Path | None, typer.Option("--out", "-o", help="Write membership to this .csv or .parquet file.")] = None,
     content: Annotated[bool | None, typer.Option("--content/--no-content", help="Use item-text content vectors (default: when the catalog has names).")] = None,
+    image_encoder: Annotated[str | None, typer.Option("--image-encoder", help="Also cluster on the pictures of what users viewed: an image encoder as module:Class (e.g. journeymap.items:ColourHistogramEncoder).")] = None,
     save_segments: Annotated[bool, typer.Option("--save-segments", help="Also save each as a named segment (profile-segment-ID) for --segment filters.")] = False,
     seed: Annotated[int, typer.Option("--seed", help="Random seed of the clustering.")] = 0,
     as_json: JsonOpt = False,
@@ -111,7 +112,7 @@ def segments_command(
     """Cluster the profiles into segments, name and describe each, and save every user's segment."""
     from journeymap.profiles import segments
 
-    result = segments(store, k=k, content=content, random_state=seed)
+    result = segments(store, k=k, content=content, image_encoder=image_encoder, random_state=seed)
     data = result.to_dict()
     if out_path is not None:
         data["out"] = str(result.export(out_path))

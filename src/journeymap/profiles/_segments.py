@@ -173,12 +173,15 @@ class SegmentsResult:
 
 
 def segments(store_path: str | Path, k: int | None = None, *, k_range: tuple[int, int] = (3, 8),
-             content: bool | None = None, random_state: int = 0, save: bool = True) -> SegmentsResult:
+             content: bool | None = None, image_encoder: Any = None, random_state: int = 0,
+             save: bool = True) -> SegmentsResult:
     """Cluster the stored profiles into segments and (``save``) record each user's segment.
 
     k: a fixed number of segments, or None to choose it in ``k_range`` (inclusive) by the mean
     silhouette. content: add item-text content vectors (``journeymap.items``): None uses them when
     that package is installed and the catalog has item names, True requires them, False skips.
+    image_encoder: an image encoder (object or ``module:Class``, see ``journeymap.items``) whose
+    item-image vectors join as one more family, when the catalog has image files.
     """
     if k is not None and (isinstance(k, bool) or not isinstance(k, int) or k < 2):
         raise JourneymapError(f"segments() needs k of at least 2 to split users into groups. Got {k!r}.")
@@ -190,6 +193,10 @@ def segments(store_path: str | Path, k: int | None = None, *, k_range: tuple[int
     if len(table) < 3:
         raise JourneymapError(f"Segments need at least 3 profiled users; {path} has {len(table)}.")
     vectors, content_used, note = _content(path, table.index, content, meta)
+    if image_encoder is not None:
+        images, image_note = _images(path, table.index, image_encoder, meta)
+        vectors = images if vectors is None else np.column_stack([vectors, images])
+        note = f"{note}; images: {image_note}"
 
     features, families = _features(table, groups)
     x = _scale(features, families)
@@ -281,16 +288,42 @@ def _content(path: Path, users: pd.Index, content: bool | None, meta: dict[str, 
                                        as_of=meta.get("as_of"))
     if not len(ids):
         return None, False, "no user engaged with an item that has a vector"
+    out, dims = _reduce(users, ids, matrix)
+    return out, True, f"{len(ids):,} of {len(users):,} users have a content vector ({dims} components)"
+
+
+def _images(path: Path, users: pd.Index, encoder: Any, meta: dict[str, Any]) -> tuple[np.ndarray, str]:
+    """Users' image vectors (the mean of the pictures of what they engaged with), as one family."""
+    from journeymap.items import user_content_vectors
+
+    ids, matrix = user_content_vectors(path, users=list(users), encoder=encoder,
+                                       half_life_days=meta.get("options", {}).get("half_life_days", 30.0),
+                                       as_of=meta.get("as_of"))
+    if not len(ids):
+        raise JourneymapError(f"No user of {path} engaged with an item that has an image vector; check the "
+                              "catalog's image column (or the image/image_path event properties).")
+    out, dims = _reduce(users, ids, matrix)
+    return out, f"{len(ids):,} of {len(users):,} users have an image vector ({dims} components)"
+
+
+def _reduce(users: pd.Index, ids: list[str], matrix: np.ndarray) -> tuple[np.ndarray, int]:
+    """Vectors reduced to CONTENT_DIMS standardised components, weighted as one family; zero rows
+    for users without one."""
     from sklearn.decomposition import PCA
 
     dims = min(CONTENT_DIMS, matrix.shape[1], len(ids))
-    reduced = PCA(n_components=dims, random_state=0).fit_transform(np.asarray(matrix, dtype=float))
+    pca = PCA(n_components=dims, random_state=0)
+    reduced = pca.fit_transform(np.asarray(matrix, dtype=float))
+    # Components with no real variance (fewer distinct vectors than dims) would be rounding noise
+    # blown up by the standardisation below: drop them.
+    real = pca.explained_variance_ratio_ > 1e-9
+    reduced, dims = reduced[:, real], max(int(real.sum()), 1)
     reduced = (reduced - reduced.mean(axis=0)) / np.where(reduced.std(axis=0) > 0, reduced.std(axis=0), 1.0)
     reduced = np.clip(reduced, -CLIP, CLIP) / np.sqrt(dims) * FAMILY_WEIGHTS["content"]
     out = np.zeros((len(users), dims))
     position = pd.Series(np.arange(len(users)), index=users)
     out[position.loc[ids].to_numpy()] = reduced
-    return out, True, f"{len(ids):,} of {len(users):,} users have a content vector ({dims} components)"
+    return out, dims
 
 
 def _features(table: pd.DataFrame, groups: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, list[str]]]:
