@@ -116,3 +116,26 @@ def test_cli_profiles_profile_and_segments(shop, tmp_path):
     run = _cli("profile", "--store", str(shop), "--user", "u6", "--json")
     assert run.returncode == 0, run.stderr
     assert json.loads(run.stdout)["segment"] is not None
+
+
+def test_content_vector_on_request(tmp_path):
+    """A profile carries the user's content vector when asked: the same as user_content_vectors."""
+    import numpy as np
+
+    from journeymap.items import user_content_vectors
+    from tests.items.conftest import SHOP, WordsEncoder, catalog_store
+
+    events = [{"user_id": "ann", "ts": "2024-03-02 10:00:00", "event_type": "product_view", "item_id": "shoe-red"},
+              {"user_id": "ann", "ts": "2024-03-02 10:05:00", "event_type": "purchase", "item_id": "tea"}]
+    store = catalog_store(tmp_path, SHOP, events)
+    build(store)
+    encoder = WordsEncoder()
+    plain = profile(store, raw_id="ann", settings=Settings(secret=SECRET))
+    assert plain.content_vector is None
+    rich = profile(store, raw_id="ann", settings=Settings(secret=SECRET), content=True, encoder=encoder)
+    ids, matrix = user_content_vectors(store, users=[pseudo("ann")], encoder=encoder, as_of=rich.as_of)
+    assert ids == [pseudo("ann")]
+    assert np.allclose(rich.content_vector, matrix[0], atol=1e-6)
+    # the purchase (weight 5) outweighs the view (weight 1): closer to the tea than to the shoe
+    tea, shoe = encoder.expected(SHOP[4]["name"]), encoder.expected(SHOP[0]["name"])
+    assert np.dot(rich.content_vector, tea) > np.dot(rich.content_vector, shoe)

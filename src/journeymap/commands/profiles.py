@@ -69,6 +69,7 @@ def profile_command(
     store: StoreOpt,
     user: Annotated[str | None, typer.Option("--user", "-u", help="The user's id as in your source data (pseudonymized with the configured secret).")] = None,
     pseudonym: Annotated[str | None, typer.Option("--pseudonym", help="The stored pseudonym instead of a raw id.")] = None,
+    vector: Annotated[bool, typer.Option("--content-vector", help="Add the user's content vector (item-text space).")] = False,
     config: ConfigOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -80,8 +81,8 @@ def profile_command(
     if (user is None) == (pseudonym is None):
         raise JourneymapError("Give the user with --user RAW_ID (the id in your data) or --pseudonym PSEUDONYM.")
     settings = Settings.load(config)
-    result = profile(store, pseudonym, raw_id=user, settings=settings) if user is not None else \
-        profile(store, pseudonym, settings=settings)
+    result = profile(store, pseudonym, raw_id=user, settings=settings, content=vector) if user is not None else \
+        profile(store, pseudonym, settings=settings, content=vector)
     data = result.to_dict()
     if as_json:
         print_json(data)

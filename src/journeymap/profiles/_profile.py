@@ -91,6 +91,10 @@ class UserProfile:
     embedding: list[float] | None
     purchase_propensity: float | None
     churn_propensity: float | None
+    # What the user engages with, in the item-text space (journeymap.items.user_content_vectors):
+    # there for any user with item events, whether or not a sequence model has seen them.
+    # Computed on request (profile(..., content=True)); None otherwise or without item vectors.
+    content_vector: list[float] | None = None
 
     @classmethod
     def from_row(cls, row: dict[str, Any], as_of: datetime) -> UserProfile:
@@ -142,9 +146,10 @@ def pseudonym_of(raw_id: str, settings: Settings | None = None, store_path: str 
 
 
 def profile(store_path: str | Path, user: str | None = None, *, raw_id: str | None = None,
-            settings: Settings | None = None) -> UserProfile:
+            settings: Settings | None = None, content: bool = False, encoder: Any = None) -> UserProfile:
     """One user's profile: ``user`` is the stored pseudonym, or give ``raw_id`` (the id in the
-    shop's data) to have it pseudonymized with the configured secret first."""
+    shop's data) to have it pseudonymized with the configured secret first. ``content`` adds the
+    user's content vector (item vectors of ``encoder``, default the multilingual text encoder)."""
     if (user is None) == (raw_id is None):
         raise JourneymapError("profile() takes either a pseudonym (user=...) or a raw id (raw_id=...), not both or neither.")
     if raw_id is not None:
@@ -169,4 +174,14 @@ def profile(store_path: str | Path, user: str | None = None, *, raw_id: str | No
         hint = "" if raw_id is not None else " If you have the id from the shop's data, look it up by raw id."
         raise JourneymapError(f"No user with {who} in {path}.{hint}")
     as_of = datetime.fromisoformat(meta["as_of"]) if "as_of" in meta else None
-    return UserProfile.from_row(rows[0], as_of)
+    result = UserProfile.from_row(rows[0], as_of)
+    if content:
+        from dataclasses import replace
+
+        from journeymap.items import user_content_vectors
+
+        ids, matrix = user_content_vectors(path, users=[user], encoder=encoder, as_of=as_of,
+                                           half_life_days=meta.get("options", {}).get("half_life_days", 30.0))
+        if ids:
+            result = replace(result, content_vector=[round(float(v), 6) for v in matrix[0]])
+    return result
