@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import subprocess
 import sys
 import textwrap
 import time
 from pathlib import Path
+
+from _machine import machine  # benchmarks/ is the script's folder, so first on sys.path
 
 OUT = Path(__file__).resolve().parent / "out"
 
@@ -36,23 +37,6 @@ JOURNEYMAP = textwrap.dedent("""
     assert r.read == r.stored + r.quarantined + r.duplicates
     print(r.stored)
 """)
-
-
-def machine() -> str:
-    cpu = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    import duckdb
-    import pyarrow
-
-    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return (f"{cpu}, {os.cpu_count()} cores, {mem:.0f} GiB RAM, {platform.system()} {platform.release()}, "
-            f"Python {platform.python_version()}, duckdb {duckdb.__version__}, pyarrow {pyarrow.__version__}")
 
 
 def run(script: str, *args: str) -> tuple[float, float, str]:
@@ -104,7 +88,7 @@ def main() -> None:
         for name, (seconds, rss, stored) in results.items():
             rows.append((f"{stored:,}", f"{size:,.0f}", name, f"{seconds:.2f}", f"{stored / seconds:,.0f}",
                          f"{rss:,.0f}", f"{seconds / floor:.2f}x"))
-    print(f"machine: {machine()}\n")
+    print(f"machine: {machine('duckdb', 'pyarrow')}\n")
     print("| events stored | CSV MiB | tool | seconds | rows/s | peak RSS MiB | time vs floor |")
     print("|---:|---:|---|---:|---:|---:|---:|")
     for row in rows:

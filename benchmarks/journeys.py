@@ -30,12 +30,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import textwrap
 import time
 from pathlib import Path
+
+from _machine import machine  # benchmarks/ is the script's folder, so first on sys.path
 
 HERE = Path(__file__).resolve().parent
 OUT = HERE / "out"
@@ -224,22 +225,6 @@ RETENTIONEERING_SCRIPT = COMMON + textwrap.dedent("""
 """)
 
 
-def machine() -> str:
-    cpu = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    import duckdb
-
-    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return (f"{cpu}, {os.cpu_count()} cores, {mem:.0f} GiB RAM, {platform.system()} {platform.release()}, "
-            f"Python {platform.python_version()}, duckdb {duckdb.__version__}")
-
-
 def run_child(python: str, script: str, *args: str) -> dict | str:
     """The JSON line a child prints, or its last error line. (Peak memory is measured inside the
     child as VmHWM: ru_maxrss from os.wait4 would carry this parent's high-water mark over the fork.)"""
@@ -316,7 +301,7 @@ def main() -> None:
             results[(op, key)] = (got["seconds"], rss, got["check"])
             print(f"  {op:8} {name:20} {got['seconds']:7.2f} s {rss:7,.0f} MiB  {json.dumps(got['check'])}",
                   file=sys.stderr)
-    print(f"machine: {machine()}")
+    print(f"machine: {machine('duckdb')}")
     print(f"log: {n_events:,} events, {n_users:,} users; load average during the run: "
           f"max {max(loads, default=0):.2f}, mean {sum(loads) / max(len(loads), 1):.2f} (1-minute)")
     if max(loads, default=0) > 1.5:

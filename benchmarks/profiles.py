@@ -21,14 +21,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import shutil
 import subprocess
 import sys
 import textwrap
 import time
 from pathlib import Path
+
+from _machine import machine  # benchmarks/ is the script's folder, so first on sys.path
 
 HERE = Path(__file__).resolve().parent
 OUT = HERE / "out"
@@ -67,22 +67,6 @@ CHILD = textwrap.dedent("""
     out["peak_mib"] = peak_mib()
     print(json.dumps(out))
 """) % SECRET
-
-
-def machine() -> str:
-    cpu = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    import duckdb
-
-    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return (f"{cpu}, {os.cpu_count()} cores, {mem:.0f} GiB RAM, {platform.system()} {platform.release()}, "
-            f"Python {platform.python_version()}, duckdb {duckdb.__version__}")
 
 
 def child(op: str, store: Path) -> dict:
@@ -157,7 +141,7 @@ def main() -> None:
     record("segments (no content vectors)", "segments", n_events + added)
     record("profile lookup", "profile", n_events + added)
 
-    print(f"Machine: {machine()}")
+    print(f"Machine: {machine('duckdb')}")
     print()
     print("| operation | events | users | users recomputed | seconds | peak RSS MiB |")
     print("|---|---:|---:|---:|---:|---:|")
