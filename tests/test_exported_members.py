@@ -1,13 +1,16 @@
-"""The package's __all__ is honest: sorted, and every name in it resolves."""
+"""The packages' __all__ are honest: sorted, and every name in them resolves."""
 
-import journeymap
-import journeymap.events
-import journeymap.journeys
-import journeymap.store
+import importlib
+
+import pytest
+
+PACKAGES = ("journeymap", "journeymap.events", "journeymap.journeys", "journeymap.store", "journeymap.items",
+            "journeymap.profiles", "journeymap.models", "journeymap.evaluation", "journeymap.policy")
 
 
-def test_all_is_sorted_and_resolves():
-    for module in (journeymap, journeymap.events, journeymap.journeys, journeymap.store):
-        assert list(module.__all__) == sorted(module.__all__), module.__name__
-        for name in module.__all__:
-            assert getattr(module, name) is not None, f"{module.__name__}.{name}"
+@pytest.mark.parametrize("name", PACKAGES)
+def test_all_is_sorted_and_resolves(name):
+    module = importlib.import_module(name)
+    assert list(module.__all__) == sorted(module.__all__), module.__name__
+    for member in module.__all__:
+        assert getattr(module, member) is not None, f"{module.__name__}.{member}"

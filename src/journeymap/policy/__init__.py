@@ -1,0 +1,69 @@
+"""Policies over next-best actions and their evaluation from decision logs.
+
+``read_log`` reads a decision log (journeymap's own JSON lines / Parquet, or the Open Bandit
+Dataset's CSV); ``evaluate_policy`` estimates a candidate policy's mean reward from it by IPS,
+SNIPS, doubly robust and direct method, with confidence intervals (``ips``, ``snips``,
+``doubly_robust``, ``direct_method`` run one each). Candidate policies: ``Uniform``, ``Logged``,
+``FixedAction``, ``ActionTable`` (probabilities from a file), ``empirical_policy`` (the action
+distribution another log shows) and ``BetaThompson``; ``parse_policy`` reads the CLI spelling.
+"""
+
+from __future__ import annotations
+
+from journeymap.policy._log import (
+    DecisionLog,
+    from_records,
+    read_log,
+    read_obp,
+    write_log,
+)
+from journeymap.policy._ope import (
+    ESTIMATORS,
+    POLICY_SPECS,
+    ActionProbabilities,
+    ActionTable,
+    BetaThompson,
+    Estimate,
+    FixedAction,
+    Logged,
+    OPEResult,
+    Policy,
+    RewardModel,
+    Uniform,
+    cross_fit,
+    direct_method,
+    doubly_robust,
+    empirical_policy,
+    evaluate_policy,
+    ips,
+    parse_policy,
+    snips,
+)
+
+__all__ = [
+    "ActionProbabilities",
+    "ActionTable",
+    "BetaThompson",
+    "DecisionLog",
+    "ESTIMATORS",
+    "Estimate",
+    "FixedAction",
+    "Logged",
+    "OPEResult",
+    "POLICY_SPECS",
+    "Policy",
+    "RewardModel",
+    "Uniform",
+    "cross_fit",
+    "direct_method",
+    "doubly_robust",
+    "empirical_policy",
+    "evaluate_policy",
+    "from_records",
+    "ips",
+    "parse_policy",
+    "read_log",
+    "read_obp",
+    "snips",
+    "write_log",
+]
