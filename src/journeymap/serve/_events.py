@@ -1,0 +1,462 @@
+"""``POST /v1/events`` and the single writer behind it.
+
+Live events take batch ingest's own path: the request's events become a JSON-lines batch
+(``_jsonl_batch``), get their pseudonyms and run through the same validation query, so a bad event
+gets exactly the message the same row gets from ``journeymap ingest``, and a good one the same
+content id (``event_id``), which makes a resend store nothing new. Rejected events go to the
+quarantine table, as in batch.
+
+One writer thread owns the store's write connection. It takes every request waiting in its queue,
+writes them in one transaction (group commit: one fsync for many requests) and replies only after
+the commit, so an acknowledged event survives a crash. Requests with the same fields share one
+validation query. The live events of a server run form one ingest, sealed whenever the profiles
+are brought up to date so that ``update_profiles`` sees which events are new.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from pathlib import Path
+from queue import Empty, Queue
+from typing import Annotated, Any, Literal
+
+import duckdb
+import pyarrow as pa
+from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+
+from journeymap.config import Settings
+from journeymap.events._ingest import _Writer
+from journeymap.events.adapters.generic import REQUIRED, Generic
+from journeymap.events.readers import Reject, _jsonl_batch
+from journeymap.events.validate import (
+    EVENT_COLUMNS,
+    PSEUDONYM,
+    event_map_table,
+    register_pseudonymizer,
+    user_sql,
+    validation_sql,
+)
+from journeymap.privacy.pseudonymize import Pseudonymizer
+from journeymap.serve._auth import Ingest
+from journeymap.serve._metrics import Metrics
+from journeymap.store import Store
+
+log = logging.getLogger("journeymap.serve")
+
+SOURCE = "POST /v1/events"  # the quarantine's file column for live events
+MAX_EVENTS = 10_000  # per request; larger loads belong to `journeymap ingest`
+GROUP_EVENTS = 20_000  # per writer transaction
+
+
+@dataclass
+class WriteResult:
+    """What became of one request's events; ``to_dict()`` is the response body."""
+
+    results: list[dict[str, Any]]
+    stored: list[dict[str, Any]] = field(default_factory=list, repr=False)  # the new events, as stored
+
+    def count(self, status: str) -> int:
+        return sum(1 for r in self.results if r["status"] == status)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"received": len(self.results), "accepted": self.count("accepted"),
+                "duplicates": self.count("duplicate"), "rejected": self.count("rejected"), "results": self.results}
+
+
+@dataclass
+class _Request:
+    items: list[Any]
+    future: Future = field(default_factory=Future)
+
+
+class EventWriter:
+    """The only writer of the store while the service runs; see the module docstring."""
+
+    def __init__(self, store: Store, settings: Settings, pseudonymizer: Pseudonymizer, metrics: Metrics,
+                 after_commit: Callable[[list[dict[str, Any]]], None] | None = None) -> None:
+        self.store = store
+        self.con = store.con
+        self.settings = settings
+        self.pseudonymizer = pseudonymizer
+        self.metrics = metrics
+        self.after_commit = after_commit or (lambda events: None)
+        self.adapter = Generic()
+        self.lock = threading.RLock()  # every use of the write connection holds it
+        self.ingest_id: int | None = None  # the open live ingest, created by its first write
+        self._queue: Queue[_Request | None] = Queue()
+        self._mem = duckdb.connect()  # raw user ids only ever meet an in-memory database
+        self._thread: threading.Thread | None = None
+        self._closed = False
+        self._submitting = threading.Lock()
+
+    # -- life cycle -------------------------------------------------------------------------------
+    def start(self) -> None:
+        with self.lock:
+            register_pseudonymizer(self.con, self.pseudonymizer)
+            self.con.register("__event_map", event_map_table(self.adapter, self.settings))
+            # A live ingest left open by a killed server: its events are committed; close it.
+            self.con.execute("UPDATE ingests SET finished_at = now()::TIMESTAMP "
+                             "WHERE finished_at IS NULL AND format = 'api'")
+        self._thread = threading.Thread(target=self._run, name="journeymap-writer", daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        """Write what is queued, then seal the live ingest."""
+        with self._submitting:
+            if self._closed:
+                return
+            self._closed = True
+            self._queue.put(None)  # after every request submitted before it
+        if self._thread is not None:
+            self._thread.join()
+        self.seal()
+        self._mem.close()
+
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def submit(self, items: list[Any]) -> Future:
+        """Queue a request's events; the future gives its ``WriteResult`` once committed."""
+        request = _Request(items)
+        with self._submitting:
+            if self._closed:
+                raise RuntimeError("the event writer is closed")
+            self._queue.put(request)
+        return request.future
+
+    def seal(self) -> bool:
+        """Finish the open live ingest, so the next writes form a new one; True if there was one."""
+        with self.lock:
+            if self.ingest_id is None:
+                return False
+            self.con.execute("UPDATE ingests SET finished_at = now()::TIMESTAMP WHERE ingest_id = ?",
+                             [self.ingest_id])
+            self.ingest_id = None
+            return True
+
+    # -- the writer thread ------------------------------------------------------------------------
+    def _run(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is None:
+                return
+            group, size, stop = [first], len(first.items), False
+            while size < GROUP_EVENTS:
+                try:
+                    more = self._queue.get_nowait()
+                except Empty:
+                    break
+                if more is None:
+                    stop = True
+                    break
+                group.append(more)
+                size += len(more.items)
+            # A request whose client went away (its future cancelled) is not written; the rest can
+            # no longer be cancelled, so each gets its result.
+            group = [r for r in group if r.future.set_running_or_notify_cancel()]
+            try:
+                if group:
+                    self._commit(group)
+            except BaseException as exc:  # noqa: BLE001 - the writer thread must outlive any one batch
+                log.exception("the event writer failed on a batch of %d requests", len(group))
+                for request in group:
+                    if not request.future.done():
+                        request.future.set_exception(exc)
+            if stop:
+                return
+
+    def _commit(self, group: list[_Request]) -> None:
+        started = time.perf_counter()
+        try:
+            results = self._transaction(group)
+        except Exception as exc:  # noqa: BLE001 - each request learns its own fate below
+            if len(group) > 1:  # one bad request must not fail the others: write them one by one
+                for request in group:
+                    self._commit([request])
+                return
+            log.exception("writing %d events failed; nothing of the request was stored", len(group[0].items))
+            group[0].future.set_exception(exc)
+            return
+        metrics = self.metrics
+        metrics.observe("journeymap_write_duration_seconds", time.perf_counter() - started)
+        metrics.inc("journeymap_write_batches_total")
+        stored = [event for result in results for event in result.stored]
+        for result in results:
+            metrics.inc("journeymap_events_accepted_total", result.count("accepted"))
+            metrics.inc("journeymap_events_duplicate_total", result.count("duplicate"))
+            for r in result.results:
+                if r["status"] == "rejected":
+                    metrics.inc("journeymap_events_rejected_total", field=r["field"])
+        metrics.stored(len(stored))
+        if stored:
+            try:
+                self.after_commit(stored)
+            except Exception:  # noqa: BLE001 - the events are durable; the online side catches up
+                log.exception("after-commit step failed for %d events", len(stored))
+        for request, result in zip(group, results):
+            request.future.set_result(result)
+
+    def _transaction(self, group: list[_Request]) -> list[WriteResult]:
+        with self.lock:
+            opened = self.ingest_id is None
+            self.con.begin()
+            try:
+                results = self._write(group)
+                self.con.commit()
+            except BaseException:
+                try:
+                    self.con.rollback()
+                except duckdb.Error:
+                    pass
+                if opened:
+                    self.ingest_id = None
+                raise
+        return results
+
+    def _open_ingest(self) -> int:
+        if self.ingest_id is None:
+            con = self.con
+            self.ingest_id = int(con.execute("SELECT coalesce(max(ingest_id), 0) + 1 FROM ingests").fetchall()[0][0])
+            con.execute("INSERT INTO ingests (ingest_id, started_at, format, files, read, stored, quarantined, "
+                        "duplicates) VALUES (?, now()::TIMESTAMP, 'api', ?, 0, 0, 0, 0)",
+                        [self.ingest_id, json.dumps([SOURCE])])
+        return self.ingest_id
+
+    def _insert(self) -> list[tuple]:
+        """Store the valid events not stored yet (ingest's insert, with the ids it stored returned)."""
+        cols = ", ".join(EVENT_COLUMNS)
+        lo, hi = self.con.execute("SELECT min(ts), max(ts) FROM __valid WHERE problem_field IS NULL").fetchall()[0]
+        if lo is None:
+            return []
+        # An event id fixes the timestamp: only stored events in the batch's time range can be
+        # duplicates, and DuckDB's zone maps skip the rest of the table.
+        return self.con.execute(f"""
+            INSERT INTO events ({cols}, ingest_id)
+            SELECT DISTINCT ON (event_id) {cols}, {self.ingest_id} FROM __valid v
+            WHERE problem_field IS NULL AND NOT EXISTS (
+                SELECT 1 FROM events e
+                WHERE e.ts BETWEEN TIMESTAMP '{lo.isoformat()}' AND TIMESTAMP '{hi.isoformat()}'
+                  AND e.event_id = v.event_id)
+            RETURNING event_id""").fetchall()
+
+    def _upsert_items(self, ingest_id: int) -> None:
+        """The catalog as ingest keeps it: each item's latest non-empty name, category, brand, price."""
+        self.con.execute(f"""
+            INSERT INTO items
+            SELECT item_id, arg_max(item_name, line) FILTER (WHERE item_name IS NOT NULL),
+                   arg_max(category, line) FILTER (WHERE category IS NOT NULL),
+                   arg_max(brand, line) FILTER (WHERE brand IS NOT NULL),
+                   arg_max(price, line) FILTER (WHERE price IS NOT NULL), {int(ingest_id)}
+            FROM __valid WHERE problem_field IS NULL AND item_id IS NOT NULL GROUP BY item_id
+            ON CONFLICT (item_id) DO UPDATE SET
+                name = coalesce(excluded.name, name),
+                category = coalesce(excluded.category, category),
+                brand = coalesce(excluded.brand, brand),
+                price = coalesce(excluded.price, price),
+                ingest_id = excluded.ingest_id""")
+
+    def _write(self, group: list[_Request]) -> list[WriteResult]:
+        """Validate, deduplicate and store the group's events inside the open transaction."""
+        con = self.con
+        ingest_id = self._open_ingest()
+        writer = _Writer(self.store, self.adapter, self.settings, None, self.pseudonymizer, ingest_id, [])
+        outcomes: list[list[dict[str, Any] | None]] = [[None] * len(r.items) for r in group]
+        stored: list[list[dict[str, Any]]] = [[] for _ in group]
+
+        # Events with the same fields, in order, share one validation query; a request's fields are
+        # the union of its events' keys in first-seen order, exactly as for a JSON-lines file.
+        shapes: dict[tuple[str, ...], list[tuple[int, int, dict[str, Any]]]] = {}
+        structural: list[tuple[int, Reject]] = []
+        for r, request in enumerate(group):
+            names: dict[str, None] = {}
+            objects = []
+            for i, item in enumerate(request.items):
+                if isinstance(item, dict):
+                    names.update(dict.fromkeys(item))
+                    objects.append((r, i, item))
+                else:
+                    structural.append((r, Reject(i + 1, "row", f"line is a JSON {type(item).__name__}, expected an object",
+                                                 json.dumps(item, ensure_ascii=False))))
+            # A field no event has is missing from every row: said per event, not for the request.
+            names.update(dict.fromkeys(n for n in REQUIRED if n not in names))
+            if objects:
+                shapes.setdefault(tuple(names), []).extend(objects)
+
+        where: list[tuple[int, int]] = []  # batch line - 1 -> (request, index)
+        for names, rows in shapes.items():
+            lines = list(range(len(where) + 1, len(where) + len(rows) + 1))
+            table = _jsonl_batch(Path(SOURCE), [row for _, _, row in rows], lines, list(names), []).table
+            raw_users = run(self._mem, "__batch", table, user_sql(self.adapter, table.column_names))
+            columns = tuple(table.column_names)
+            table = table.append_column(PSEUDONYM, self.pseudonymizer.array(pa.array([u for u, in raw_users], pa.string())))
+            # Built per batch (0.2 ms): the SQL fixes its latest valid time, now + max_future, when built.
+            sql = validation_sql(self.adapter, columns, self.settings)
+            # The checked rows stay in the database (a temporary table) for the statements that store them.
+            run(con, "__batch", table, f"CREATE OR REPLACE TEMP TABLE __valid AS {sql}" if not where
+                else f"INSERT INTO __valid {sql}")
+            where.extend((r, i) for r, i, _ in rows)
+
+        bad_rows: list[tuple[int, str, str, str | None]] = []
+        if where:
+            new = {str(event_id) for event_id, in self._insert()}
+            valid = con.execute(f"""SELECT line, CAST(event_id AS VARCHAR) AS event_id, problem_field, problem_reason,
+                                           content, {', '.join(c for c in EVENT_COLUMNS if c != 'event_id')}
+                                    FROM __valid ORDER BY line""")
+            header = [d[0] for d in valid.description]
+            accepted: set[str] = set()
+            items = False
+            for values in valid.fetchall():
+                row = dict(zip(header, values))
+                r, i = where[row["line"] - 1]
+                if row["problem_field"] is not None:
+                    outcomes[r][i] = {"index": i, "status": "rejected", "field": row["problem_field"],
+                                      "reason": row["problem_reason"]}
+                    bad_rows.append((i + 1, row["problem_field"], row["problem_reason"], row["content"]))
+                    continue
+                items = items or row["item_id"] is not None
+                event_id = row["event_id"]
+                if event_id not in new or event_id in accepted:  # stored before, or earlier in this batch
+                    outcomes[r][i] = {"index": i, "status": "duplicate", "event_id": event_id}
+                    continue
+                accepted.add(event_id)
+                outcomes[r][i] = {"index": i, "status": "accepted", "event_id": event_id}
+                stored[r].append(_stored_event(row))
+            if items:
+                self._upsert_items(ingest_id)
+        for r, reject in structural:
+            line, field_name, reason, content = writer._reject_row(Path(SOURCE), reject)
+            outcomes[r][line - 1] = {"index": line - 1, "status": "rejected", "field": field_name, "reason": reason}
+            bad_rows.append((line, field_name, reason, content))
+        if bad_rows:
+            writer._insert_quarantine(SOURCE, pa.table({
+                "line": pa.array([b[0] for b in bad_rows], pa.int64()),
+                "problem_field": pa.array([b[1] for b in bad_rows], pa.string()),
+                "problem_reason": pa.array([b[2] for b in bad_rows], pa.string()),
+                "content": pa.array([b[3] for b in bad_rows], pa.string()),
+            }))
+        results = [WriteResult([o for o in outcome if o is not None], events)
+                   for outcome, events in zip(outcomes, stored)]
+        totals = [sum(len(r.items) for r in group), sum(r.count("accepted") for r in results),
+                  sum(r.count("rejected") for r in results), sum(r.count("duplicate") for r in results)]
+        con.execute("UPDATE ingests SET read = read + ?, stored = stored + ?, quarantined = quarantined + ?, "
+                    "duplicates = duplicates + ? WHERE ingest_id = ?", [*totals, ingest_id])
+        return results
+
+
+def run(con: duckdb.DuckDBPyConnection, name: str, table: pa.Table, sql: str) -> list[tuple]:
+    """Run ``sql`` with ``table`` visible as ``name``. Register and execute: for live traffic's small
+    batches a third of the time of ingest's ``on()`` (DuckDB 2's relation API parses the text in
+    Python); ingest avoids it only because a long transaction would keep every big batch in memory."""
+    con.register(name, table)
+    try:
+        return con.execute(sql).fetchall()
+    finally:
+        con.unregister(name)
+
+
+def _stored_event(row: dict[str, Any]) -> dict[str, Any]:
+    """A stored event as the bus and the decisions hook get it: the events table's columns, the
+    user as their pseudonym, ``properties`` parsed."""
+    event = {c: row[c] for c in EVENT_COLUMNS}
+    event["event_id"] = str(event["event_id"])
+    if event["properties"] is not None:
+        event["properties"] = json.loads(event["properties"])
+    return event
+
+
+# -- the route ---------------------------------------------------------------------------------
+
+class EventResult(BaseModel):
+    index: int
+    status: Literal["accepted", "duplicate", "rejected"]
+    event_id: str | None = None
+    field: str | None = None
+    reason: str | None = None
+
+
+class EventsPublic(BaseModel):
+    """What became of each event: stored, already stored (same event id), or rejected and why."""
+
+    received: int
+    accepted: int
+    duplicates: int
+    rejected: int
+    results: list[EventResult]
+
+
+_EVENT_SCHEMA = {
+    "type": "object",
+    "description": "One event in the canonical fields; other fields go to its properties.",
+    "required": ["user_id", "ts", "event_type"],
+    "properties": {
+        "user_id": {"type": "string", "description": "The shop's own user id (pseudonymized on arrival)."},
+        "ts": {"type": "string", "description": "ISO-8601 time; without a zone, UTC.", "example": "2024-01-31 13:45:00"},
+        "event_type": {"type": "string", "example": "product_view"},
+        **{name: {"type": "string"} for name in ("session_id", "item_id", "category", "brand", "channel", "device",
+                                                 "query", "text", "item_name")},
+        **{name: {"type": "number"} for name in ("price", "quantity", "rating")},
+        "properties": {"type": "object"},
+    },
+    "additionalProperties": True,
+}
+_BODY = {"requestBody": {"required": True, "content": {"application/json": {"schema": {"oneOf": [
+    _EVENT_SCHEMA,
+    {"type": "object", "required": ["events"], "properties": {"events": {"type": "array", "items": _EVENT_SCHEMA,
+                                                                         "maxItems": MAX_EVENTS}}},
+]}}}}}
+
+router = APIRouter(tags=["events"])
+
+
+def _writer(request: Request) -> EventWriter:
+    return request.app.state.service.writer
+
+
+WriterDep = Annotated[EventWriter, Depends(_writer)]
+
+
+@router.post("/v1/events", response_model=EventsPublic, openapi_extra=_BODY,
+             responses={422: {"model": EventsPublic, "description": "Every event was rejected (and quarantined)."}})
+async def post_events(request: Request, _: Ingest, writer: WriterDep) -> JSONResponse:
+    """Store one event or a batch: validated like batch ingest, pseudonymized, idempotent by event id."""
+    items = events_of(await request.body())
+    try:
+        future = writer.submit(items)
+    except RuntimeError:
+        raise HTTPException(503, "The service is shutting down; send the events again shortly.") from None
+    result = await asyncio.wrap_future(future)
+    body = result.to_dict()
+    return JSONResponse(body, status_code=200 if body["accepted"] or body["duplicates"] else 422)
+
+
+def events_of(body: bytes) -> list[Any]:
+    """The events of a request body: one event object, or ``{"events": [...]}``."""
+    try:
+        payload = json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise HTTPException(400, f"The body is not valid JSON ({getattr(exc, 'msg', exc)}); send one event object "
+                                 'or {"events": [...]}.') from None
+    if not isinstance(payload, dict):
+        raise HTTPException(422, f'Send one event object or {{"events": [...]}}. Got a JSON {type(payload).__name__}.')
+    if "events" not in payload:
+        return [payload]
+    items = payload["events"]
+    if not isinstance(items, list):
+        raise HTTPException(422, f'"events" must be a list of event objects. Got a JSON {type(items).__name__}.')
+    if not items:
+        raise HTTPException(422, 'The batch holds no events; send one event object or {"events": [...]} with at '
+                                 "least one.")
+    if len(items) > MAX_EVENTS:
+        raise HTTPException(413, f"A batch holds at most {MAX_EVENTS:,} events; this one has {len(items):,}. Split "
+                                 "it, or load files with `journeymap ingest`.")
+    return items
+

@@ -1,0 +1,204 @@
+"""The running service: the open store and its writer, the profile updater, the bus and the model.
+
+Routes reach it as ``ServiceDep``. The store is opened once, read-write, by this process: the
+writer thread holds the write connection, and every read runs on a cursor of the same database,
+so reads see each commit at once (DuckDB refuses a second, read-only open of the file in one
+process, so the library's own ``Store(path, read_only=True)`` cannot be used here).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import duckdb
+from fastapi import Depends, Request
+
+from journeymap.config import DEMO_SECRET, Settings
+from journeymap.privacy.pseudonymize import Pseudonymizer
+from journeymap.serve._bus import Bus
+from journeymap.serve._metrics import Metrics
+from journeymap.serve._online import RECENT, LiveModel
+from journeymap.store import Store
+
+log = logging.getLogger("journeymap.serve")
+
+Hook = Callable[[list[dict[str, Any]]], None]
+
+
+class NoProfiles(Exception):
+    """The store has no profiles table yet."""
+
+
+class Service:
+    """Everything the routes share. ``start()`` opens the store and starts the threads; ``stop()``
+    writes what is queued, seals the live ingest and closes the store."""
+
+    def __init__(self, store_path: str | Path, settings: Settings, secret: str, bus: Bus, metrics: Metrics, *,
+                 model_path: str | Path | None = None, model_poll_seconds: float = 1.0,
+                 profile_wait: float = 10.0, update_profiles: bool = True) -> None:
+        self.store_path = Path(store_path).resolve()
+        self.settings = settings
+        self.pseudonymizer = Pseudonymizer(secret)
+        self.demo = secret == DEMO_SECRET
+        self.bus = bus
+        self.metrics = metrics
+        self.profile_wait = profile_wait
+        self.model = None if model_path is None else LiveModel(
+            model_path, model_poll_seconds,
+            on_load=lambda ok: metrics.inc("journeymap_model_loads_total" if ok else "journeymap_model_load_errors_total"))
+        metrics.gauge("journeymap_model_version", lambda: self.model.version if self.model else 0)
+        self.hooks: list[Hook] = []  # called with each commit's new events (the decisions' reward joins)
+        self._update_profiles = update_profiles
+        self.store: Store | None = None
+        self.writer = None
+        self.profiles = None
+        self._cursor_lock = threading.Lock()
+        self._readers: duckdb.DuckDBPyConnection | None = None
+
+    # -- life cycle -------------------------------------------------------------------------------
+    def start(self) -> None:
+        from journeymap.serve._events import EventWriter
+        from journeymap.serve._users import ProfileUpdater
+
+        store = Store(self.store_path)
+        try:
+            con = store.con
+            con.begin()
+            store.claim_secret(self.pseudonymizer.fingerprint(), self.demo)
+            store.write_stages(dict(self.settings.vocabulary.stage_of))
+            con.commit()
+            has_events = bool(con.execute("SELECT count(*) FROM (SELECT 1 FROM events LIMIT 1)").fetchall()[0][0])
+        except BaseException:
+            store.close()
+            raise
+        self.store = store
+        try:
+            self._readers = con.cursor()  # spawns the readers' cursors, so they never touch the writer's connection
+            self.writer = EventWriter(store, self.settings, self.pseudonymizer, self.metrics, self._after_commit)
+            self.writer.start()
+            self.bus.start(lambda metric, n: self.metrics.inc(metric, n))
+            if self.model is not None:
+                self.model.start()
+            if self._update_profiles:
+                self.profiles = ProfileUpdater(self.store_path, self.settings, self.writer, self.metrics)
+                self.profiles.start(stale=has_events)
+        except BaseException:
+            self.stop()  # a service that cannot start leaves no thread or open store behind
+            raise
+
+    def stop(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+        if self.profiles is not None:
+            self.profiles.stop()
+        if self.model is not None:
+            self.model.stop()
+        self.bus.close()
+        if self.store is not None:
+            if self._readers is not None:
+                self._readers.close()
+                self._readers = None
+            self.store.close()
+            self.store = None
+
+    # -- for the routes ---------------------------------------------------------------------------
+    def pseudonymize(self, raw_id: str) -> str:
+        """The pseudonym ingest stores for the shop's user id."""
+        return self.pseudonymizer(str(raw_id))
+
+    @contextmanager
+    def reader(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A connection that sees every committed write; closed on exit."""
+        if self._readers is None or self.store is None:
+            raise RuntimeError("the service is not running")
+        with self._cursor_lock:
+            con = self._readers.cursor()
+        try:
+            con.execute("SET TimeZone = 'UTC'")
+            yield con
+        finally:
+            con.close()
+
+    def recent_events(self, user: str) -> list[dict[str, Any]]:
+        """The user's latest events from the online state, read from the store the first time."""
+        online = self.bus.online
+        events = online.recent(user)
+        if events is not None:
+            return events
+        columns = ("event_id", "ts", "event_type", "session_id", "item_id", "category", "brand", "price",
+                   "quantity", "channel", "device")
+        with self.reader() as con:
+            rows = con.execute(f"SELECT {', '.join(columns)} FROM events WHERE user_id = ? "
+                               "ORDER BY ts DESC, event_id DESC LIMIT ?", [user, RECENT]).fetchall()
+        online.seed(user, [{**dict(zip(columns, row)), "user_id": user} for row in rows])
+        return online.recent(user) or []
+
+    def profile(self, user: str) -> tuple[dict[str, Any] | None, bool]:
+        """The user's profile as ``journeymap profile --json`` prints it (None when they have none),
+        and whether they have events. Raises ``NoProfiles`` before the first build."""
+        from journeymap.profiles._build import has_profiles, profiles_meta
+        from journeymap.profiles._profile import UserProfile
+
+        with self.reader() as con:
+            if not has_profiles(con):
+                raise NoProfiles(f"{self.store_path} has no profiles yet; the service builds them after the first "
+                                 "events. Try again shortly.")
+            rows = con.sql("SELECT * FROM profiles WHERE user_id = $user", params={"user": user}).to_arrow_table().to_pylist()
+            meta = profiles_meta(con) or {}
+            if rows:
+                has_events = True
+            else:
+                has_events = bool(con.execute("SELECT count(*) FROM events WHERE user_id = ?", [user]).fetchall()[0][0])
+        if not rows:
+            return None, has_events
+        as_of = datetime.fromisoformat(meta["as_of"]) if "as_of" in meta else None
+        return UserProfile.from_row(rows[0], as_of).to_dict(), True
+
+    def profile_of(self, raw_id: str) -> dict[str, Any] | None:
+        """The profile of the shop's user id as it is now (no waiting), or None; for the decisions."""
+        try:
+            return self.profile(self.pseudonymize(raw_id))[0]
+        except NoProfiles:
+            return None
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "store": str(self.store_path),
+            "writer": {"running": bool(self.writer and self.writer.alive()),
+                       "open_ingest": self.writer.ingest_id if self.writer else None},
+            "profiles": None if self.profiles is None else {
+                "writes_pending": self.profiles.lag(), "last_run": self.profiles.last_run,
+                "last_error": self.profiles.last_error},
+            "model": self.model.describe() if self.model else None,
+            "bus": self.bus.describe(),
+            "demo": self.demo,
+        }
+
+    def _after_commit(self, events: list[dict[str, Any]]) -> None:
+        """After a commit, before the requests return: the bus, the hooks, the profile updater."""
+        try:
+            self.bus.publish(events)
+        except Exception:  # noqa: BLE001 - the events are stored; the online state reads them later
+            self.metrics.inc("journeymap_bus_errors_total")
+            log.exception("publishing %d stored events on the bus failed", len(events))
+        for hook in self.hooks:
+            try:
+                hook(events)
+            except Exception:  # noqa: BLE001 - a failing hook must not fail ingest
+                self.metrics.inc("journeymap_hook_errors_total")
+                log.exception("the new-events hook %r failed", hook)
+        if self.profiles is not None:
+            self.profiles.mark({e["user_id"] for e in events})
+
+
+def _service(request: Request) -> Service:
+    return request.app.state.service
+
+
+ServiceDep = Annotated[Service, Depends(_service)]

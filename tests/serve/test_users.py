@@ -1,0 +1,120 @@
+"""Profiles and predictions include an event as soon as its POST returns, and equal a batch rebuild."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+from fastapi.testclient import TestClient
+from typer.testing import CliRunner
+
+from journeymap.models import make_model
+from journeymap.profiles import build_profiles, profile
+from tests.conftest import SECRET
+from tests.serve.conftest import SETTINGS, auth, make_app
+
+
+def _live_events(user: str) -> list[dict]:
+    """A visit that ends in a purchase, after the simulated week (as_of moves with it)."""
+    return [
+        {"user_id": user, "ts": "2024-01-09 09:00:00", "event_type": "product_view", "item_id": "live-A",
+         "category": "apparel.shoes", "brand": "acme", "price": 80.0, "device": "desktop", "channel": "email"},
+        {"user_id": user, "ts": "2024-01-09 09:03:00", "event_type": "add_to_cart", "item_id": "live-A",
+         "category": "apparel.shoes", "brand": "acme", "price": 80.0, "device": "desktop", "channel": "email"},
+        {"user_id": user, "ts": "2024-01-09 09:05:00", "event_type": "purchase", "item_id": "live-A",
+         "category": "apparel.shoes", "brand": "acme", "price": 80.0, "quantity": 2, "device": "desktop"},
+        {"user_id": user, "ts": "2024-01-09 09:06:00", "event_type": "search", "query": "Socks"},
+    ]
+
+
+def test_profile_after_live_events_equals_a_batch_rebuild(shop, store, tmp_path):
+    known, new = shop.users[0], "brand-new-shopper"
+    with TestClient(make_app(store)) as client:
+        before = client.get(f"/v1/users/{known}/profile", headers=auth("read")).json()
+        for user in (known, new):
+            assert client.post("/v1/events", json={"events": _live_events(user)}, headers=auth("ingest")).status_code == 200
+        live = {}
+        # A read waits for the update covering its user's events; read the later-posted user first, so
+        # that by the second read every write is covered (RFM ranks and CLV depend on all users).
+        for user in (new, known):
+            response = client.get(f"/v1/users/{user}/profile", headers=auth("read"))
+            assert response.status_code == 200 and response.headers["x-profile-current"] == "true"
+            live[user] = response.json()
+    # The rebuild: the same store file, profiles built from scratch.
+    copy = tmp_path / "rebuilt.duckdb"
+    shutil.copy(store, copy)
+    build_profiles(copy, settings=SETTINGS)
+    for user in (known, new):
+        rebuilt = json.loads(json.dumps(profile(copy, raw_id=user, settings=SETTINGS).to_dict(), default=str))
+        assert live[user] == rebuilt
+    assert live[known]["events"] == before["events"] + 4 and live[known]["as_of"] == "2024-01-09 09:06:00"
+    assert (live[new]["events"], live[new]["purchases"], live[new]["monetary"]) == (4, 1, 160.0)
+    assert live[new]["top_searches"] == [{"query": "socks", "count": 1}]
+
+
+def test_profile_json_is_the_cli_json(store, monkeypatch):
+    from journeymap.cli import app as cli
+
+    with TestClient(make_app(store)) as client:
+        client.post("/v1/events", json={"events": _live_events("cli-user")}, headers=auth("ingest"))
+        served = client.get("/v1/users/cli-user/profile", headers=auth("read")).json()
+    monkeypatch.setenv("JOURNEYMAP_SECRET", SECRET)
+    printed = CliRunner().invoke(cli, ["profile", "--store", str(store), "--user", "cli-user", "--json"])
+    assert printed.exit_code == 0, printed.output
+    assert json.loads(printed.output) == served
+
+
+def test_unknown_user_is_a_404_naming_the_pseudonym(client):
+    response = client.get("/v1/users/nobody-here/profile", headers=auth("read"))
+    pseudonym = client.app.state.service.pseudonymize("nobody-here")
+    assert response.status_code == 404
+    assert response.json()["detail"] == (f"No user with raw id 'nobody-here' (pseudonym {pseudonym}) in "
+                                         f"{client.app.state.service.store_path}.")
+
+
+def test_predictions_follow_the_session_as_events_arrive(store, tmp_path):
+    model = make_model("markov").fit([["a", "b", "c"], ["a", "b", "c"], ["a", "d"], ["b", "e"]])
+    path = model.save(tmp_path / "markov.npz")
+    with TestClient(make_app(store, model_path=path)) as client:
+        first = {"user_id": "p-1", "ts": "2024-01-09 10:00:00", "event_type": "product_view", "item_id": "a"}
+        client.post("/v1/events", json=first, headers=auth("ingest"))
+        after_a = client.get("/v1/users/p-1/predictions", params={"k": 2}, headers=auth("read")).json()
+        client.post("/v1/events", json={**first, "ts": "2024-01-09 10:01:00", "item_id": "b"}, headers=auth("ingest"))
+        after_b = client.get("/v1/users/p-1/predictions", params={"k": 2}, headers=auth("read")).json()
+    expected_a, _ = model.predict_next([["a"]], k=2)
+    expected_b, scores_b = model.predict_next([["a", "b"]], k=2)
+    assert [p["item"] for p in after_a["next_items"]] == expected_a[0].tolist() == ["b", "d"]
+    assert [p["item"] for p in after_b["next_items"]] == expected_b[0].tolist()
+    assert np.allclose([p["score"] for p in after_b["next_items"]], scores_b[0])
+    assert after_b["session"]["items"] == ["a", "b"] and after_b["session"]["events"] == 2
+    assert after_b["model"]["version"] == 1 and after_b["model"]["class"] == "Markov"
+
+
+def test_predict_user_gets_the_users_whole_history(shop, store, tmp_path, monkeypatch):
+    """A model with ``predict_user`` (the behaviour model) gets every stored event of the user, in order."""
+    import journeymap.models
+
+    class Echo:
+        def predict_user(self, events, k=20, gap=None):
+            return {"events": [(e["ts"], e["event_type"], e["item_id"]) for e in events], "k": k}
+
+    monkeypatch.setattr(journeymap.models, "load_model", lambda path: Echo())
+    (tmp_path / "echo.npz").write_bytes(b"stub")
+    user = shop.users[1]
+    with TestClient(make_app(store, model_path=tmp_path / "echo.npz")) as client:
+        posted = client.post("/v1/events", json=_live_events(user)[0], headers=auth("ingest"))
+        assert posted.status_code == 200, posted.text
+        got = client.get(f"/v1/users/{user}/predictions", params={"k": 5}, headers=auth("read")).json()
+        with client.app.state.service.reader() as con:
+            stored = con.execute("SELECT strftime(ts, '%Y-%m-%d %H:%M:%S.%f'), event_type, item_id FROM events "
+                                 "WHERE user_id = ? ORDER BY ts, event_id", [got["user"]]).fetchall()
+    assert [tuple(e) for e in got["events"]] == stored and got["k"] == 5
+    assert "live-A" in [item for _, _, item in stored] and len(stored) > 1
+
+
+def test_predictions_without_a_model_say_how_to_get_one(client):
+    response = client.get("/v1/users/someone/predictions", headers=auth("read"))
+    assert response.status_code == 503
+    assert response.json()["detail"] == ("No model is loaded; start the service with --model PATH (train one with "
+                                         "`journeymap train`).")
