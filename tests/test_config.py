@@ -70,3 +70,16 @@ def test_the_stage_table_reaches_the_store(tmp_path):
         got = st.con.execute("SELECT e.event_type, s.stage, s.stage_order FROM events e JOIN stages s USING (event_type) "
                              "ORDER BY ts").fetchall()
     assert got == [("wishlist_share", "retain", 5), ("purchase", "convert", 4)]
+
+
+def test_service_api_keys_come_from_the_config(tmp_path, monkeypatch):
+    from journeymap.serve._auth import load_api_keys
+
+    shop, ops = "shop-ingest-key-0001", "operations-key-00002"
+    (tmp_path / "journeymap.toml").write_text(f'[api_keys]\n{shop} = "ingest+read"\n{ops} = "admin"\n')
+    settings = Settings.load(tmp_path / "journeymap.toml")
+    assert settings.api_keys == {shop: "ingest+read", ops: "admin"}
+    keys = load_api_keys(None, settings.api_keys)
+    assert keys[shop] == frozenset({"ingest", "read"})
+    monkeypatch.setenv("JOURNEYMAP_API_KEYS", "decide-only-key-0003:decide")  # the environment wins
+    assert load_api_keys(None, settings.api_keys) == {"decide-only-key-0003": frozenset({"decide"})}

@@ -5,7 +5,8 @@ import importlib
 import pytest
 
 PACKAGES = ("journeymap", "journeymap.events", "journeymap.journeys", "journeymap.store", "journeymap.items",
-            "journeymap.profiles", "journeymap.models", "journeymap.evaluation", "journeymap.policy")
+            "journeymap.profiles", "journeymap.models", "journeymap.evaluation", "journeymap.policy",
+            "journeymap.serve")
 
 
 @pytest.mark.parametrize("name", PACKAGES)

@@ -77,6 +77,9 @@ class Settings:
     vocabulary: Vocabulary = field(default_factory=Vocabulary)
     limits: Limits = field(default_factory=Limits)
     source: Path | None = None
+    # The service's API keys: "key1:ingest+read,key2:admin" or a table {key = "ingest+read"};
+    # JOURNEYMAP_API_KEYS wins (see journeymap.serve).
+    api_keys: str | dict[str, str] | None = None
 
     def require_secret(self) -> str:
         """The pseudonymization secret, or a ConfigError that says how to set one."""
@@ -118,7 +121,7 @@ class Settings:
     @classmethod
     def _from_dict(cls, data: dict[str, Any], source: Path | None) -> Settings:
         where = f" in {source}" if source else ""
-        known = {"secret", "session_gap", "ingest_memory_limit", "event_types", "stages", "limits"}
+        known = {"secret", "session_gap", "ingest_memory_limit", "event_types", "stages", "limits", "api_keys"}
         unknown = set(data) - known
         if unknown:
             raise ConfigError(
@@ -156,6 +159,7 @@ class Settings:
             vocabulary=vocabulary,
             limits=Limits(**kwargs),
             source=source,
+            api_keys=data.get("api_keys"),
         )
 
 
