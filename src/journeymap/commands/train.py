@@ -3,6 +3,8 @@
     journeymap train --store shop.duckdb --model sknn --out sknn.npz
     journeymap train --train TRAIN.txt --model markov --out markov.npz
     journeymap predict --model sknn.npz --store shop.duckdb --user RAW_ID --json
+    journeymap train --store shop.duckdb --model behaviour --out behaviour.npz   # then predict as above:
+                                    # next items, next-action probabilities, purchase and churn propensity
 """
 
 from __future__ import annotations
@@ -40,6 +42,24 @@ def train(
     if (store is None) == (train_file is None):
         raise JourneymapError("Give what to train on: --store STORE or --train TRAIN.txt (one of them).")
     chosen = build_model(model, params)
+    if store is not None and hasattr(chosen, "fit_store"):  # the behaviour model reads every event, with times
+        if events:
+            raise JourneymapError(f"--events does not apply to --model {model}: it reads every event of the store "
+                                  "(item or not) and learns from their types.")
+        from journeymap.config import Settings
+
+        started = time.perf_counter()
+        chosen.fit_store(store, gap, Settings.load(config))
+        seconds = time.perf_counter() - started
+        path = chosen.save(model_out)
+        data = {"model": chosen.name, "params": chosen.get_params(), "items": len(chosen.vocab_),
+                "heads": chosen.heads_, "validation": chosen.report_, "train_seconds": seconds, "out": str(path)}
+        if as_json:
+            print_json(data)
+            return
+        out.print(f"trained {chosen.name} on {store} ({len(chosen.vocab_):,} items; heads {', '.join(chosen.heads_)}) "
+                  f"in {seconds:.2f} s -> {path}", highlight=False)
+        return
     if store is not None:
         from journeymap.config import Settings
         from journeymap.models import read_sessions
@@ -87,6 +107,9 @@ def predict(
         raise ConfigError(f"The configured secret is not the one {store} was written with, so raw ids cannot be "
                           "matched to its users. Set JOURNEYMAP_SECRET (or `secret` in journeymap.toml) to the store's secret.")
     model = SequenceModel.load(model_path)
+    if hasattr(model, "predict_user"):
+        _predict_behaviour(model, store, user, pseudonymizer(str(user)), k, gap, settings, as_json)
+        return
     sessions = read_sessions(store, gap, event_list(events), settings, user_id=pseudonymizer(str(user)))
     history = [item for s in sessions for item in s.items]
     kinds = [t for s in sessions for t in s.event_types]
@@ -109,6 +132,37 @@ def predict(
     for rank, entry in enumerate(data["next_items"], start=1):
         table.add_row(str(rank), entry["item"], f"{entry['score']:.4g}")
     out.print(table)
+
+
+def _predict_behaviour(model, store: Path, user: str, pseudonym: str, k: int, gap: str | None, settings,
+                       as_json: bool) -> None:
+    """The behaviour model's answer for one user: next items, next action, purchase and churn propensity."""
+    from journeymap.models import read_event_log
+
+    log = read_event_log(store, gap, settings, user_id=pseudonym)
+    result = model.predict_user(log, k)
+    history = [i for i in log.items.tolist() if i is not None]
+    data = {"user": user, "model": model.name, "history_events": log.events, "history_items": len(history),
+            "last_items": [str(i) for i in history[-5:]], **result}
+    if as_json:
+        print_json(data)
+        return
+    if not log.events:
+        out.print(f"user {user} has no events in {store}: these are the model's picks for a new user.", highlight=False)
+    table = Table(title=f"Next items for {user} ({log.events:,} events of history, {model.name})", title_justify="left")
+    table.add_column("rank", justify="right")
+    table.add_column("item")
+    table.add_column("probability", justify="right")
+    for rank, entry in enumerate(data["next_items"], start=1):
+        table.add_row(str(rank), entry["item"], f"{entry['score']:.4f}")
+    out.print(table)
+    if data["next_action"]:
+        top = sorted(data["next_action"].items(), key=lambda kv: -kv[1])[:5]
+        out.print("next action: " + ", ".join(f"{a} {p:.1%}" for a, p in top), highlight=False)
+    for name, key in (("purchase in this session", "purchase_propensity"),
+                      (f"churn (no return within {data['churn_days']:g} days)", "churn_propensity")):
+        value = data[key]
+        out.print(f"{name}: {'not trained (no labels)' if value is None else f'{value:.1%}'}", highlight=False)
 
 
 def register(app: typer.Typer) -> None:

@@ -2,7 +2,8 @@
 
 ``MODELS`` names every model the CLI and the benchmarks know; ``make_model("sknn", neighbors=50)``
 builds one, ``SequenceModel.load(path)`` rebuilds a saved one. Evaluation lives apart, in
-``journeymap.evaluation``, so that every model is measured by the same code.
+``journeymap.evaluation``, so that every model is measured by the same code. The neural models
+(``gru4rec``, ``sasrec``, ``behaviour``) import torch only when they fit or score.
 """
 
 from __future__ import annotations
@@ -13,20 +14,29 @@ from journeymap.exceptions import JourneymapError
 from journeymap.models._base import NotFittedError, SequenceModel
 from journeymap.models._baselines import ItemKNN, Markov, Popularity, SessionKNN
 from journeymap.models._data import Encoded, Session, Vocabulary, read_sessions
+from journeymap.models._events import EventLog, read_event_log
+from journeymap.models._gru4rec import GRU4Rec
+from journeymap.models._multitask import BehaviourModel
+from journeymap.models._sasrec import SASRec
 
 __all__ = [
+    "BehaviourModel",
     "Encoded",
+    "EventLog",
+    "GRU4Rec",
     "ItemKNN",
     "MODELS",
     "Markov",
     "NotFittedError",
     "Popularity",
+    "SASRec",
     "SequenceModel",
     "Session",
     "SessionKNN",
     "Vocabulary",
     "load_model",
     "make_model",
+    "read_event_log",
     "read_sessions",
 ]
 
@@ -35,6 +45,9 @@ MODELS: dict[str, type[SequenceModel]] = {
     "markov": Markov,
     "sknn": SessionKNN,
     "iknn": ItemKNN,
+    "gru4rec": GRU4Rec,
+    "sasrec": SASRec,
+    "behaviour": BehaviourModel,
 }
 
 

@@ -1,0 +1,120 @@
+"""SASRec on logs whose right answer is known by construction (tiny networks, a few epochs)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+import numpy as np
+import pytest
+
+from journeymap.evaluation import TestCases, evaluate
+from journeymap.exceptions import JourneymapError
+from journeymap.models import SASRec, SequenceModel
+from journeymap.models._sasrec import _gap_buckets, _windows
+
+CYCLE = ["p1", "p2", "p3", "p4", "p5"]
+CYCLIC = [[CYCLE[(start + i) % 5] for i in range(2 + (start * 3) % 6)] for start in range(60)]
+TINY = dict(hidden=16, blocks=1, heads=2, max_len=8, dropout=0.0, learning_rate=0.01, batch_size=16, epochs=15,
+            validation=0.0, verbose=False)
+
+
+def test_learns_a_cyclic_log_perfectly():
+    test = TestCases.from_sessions([[CYCLE[(s + i) % 5] for i in range(4)] for s in range(5)])
+    result = evaluate(SASRec(**TINY), CYCLIC, test, metrics=("P@1", "MRR@20"), n_resamples=0)
+    assert result["P@1"] == 100.0
+
+
+def test_long_sessions_are_cut_into_windows_that_predict_every_click_once():
+    from journeymap.models import Vocabulary
+
+    sessions = [list(range(10)), [1], [3, 4]]
+    encoded = Vocabulary.build(sessions).encode(sessions)
+    start, length = _windows(encoded, max_len=4)
+    assert start.tolist() == [0, 4, 8, 11] and length.tolist() == [5, 5, 2, 2]
+    assert int((length - 1).sum()) == 9 + 1  # one target per click after each session's first
+
+
+def test_scores_have_the_catalogue_shape_and_long_prefixes_read_the_last_max_len():
+    model = SASRec(**TINY).fit(CYCLIC)
+    scores = model.score_items([["p1"], CYCLE * 3 + ["p1"], ["nope", "p1"], []])
+    assert scores.shape == (4, 5) and scores.dtype == np.float64
+    items, _ = model.predict_next([["p1"], CYCLE * 3 + ["p1"]], k=1)
+    assert items[:, 0].tolist() == ["p2", "p2"]
+    np.testing.assert_array_equal(scores[0], scores[2])  # an unknown item carries nothing
+
+
+def test_same_seed_same_model_other_seed_other_model():
+    first = SASRec(**TINY, seed=3).fit(CYCLIC).score_items([["p1", "p2"]])
+    again = SASRec(**TINY, seed=3).fit(CYCLIC).score_items([["p1", "p2"]])
+    other = SASRec(**TINY, seed=4).fit(CYCLIC).score_items([["p1", "p2"]])
+    np.testing.assert_array_equal(first, again)
+    assert not np.array_equal(first, other)
+
+
+def test_a_checkpoint_rebuilds_the_network(tmp_path):
+    model = SASRec(**TINY).fit(CYCLIC)
+    loaded = SequenceModel.load(model.save(tmp_path / "sasrec.npz"))
+    assert isinstance(loaded, SASRec) and loaded.get_params() == model.get_params()
+    prefixes = [["p3"], ["p1", "p2", "p3"], ["nope"]]
+    np.testing.assert_array_equal(loaded.score_items(prefixes), model.score_items(prefixes))
+
+
+def test_refit_trains_anew_on_every_session_for_the_best_number_of_epochs():
+    log = CYCLIC + [["q1", "q2"]] * 15  # only the most recent sessions, held out, show q2 after q1
+    held_out = SASRec(**{**TINY, "validation": 0.19, "refit": False, "epochs": 4}).fit(log)
+    refit = SASRec(**{**TINY, "validation": 0.19, "epochs": 4}).fit(log)
+    assert "refit_epochs" not in held_out.history_
+    assert refit.history_["refit_epochs"] == refit.history_["best_epoch"] == len(refit.history_["refit_seconds"])
+    assert refit.predict_next([["q1"]], k=1)[0][0, 0] == "q2"
+    assert held_out.predict_next([["q1"]], k=1)[0][0, 0] != "q2"
+
+
+def test_early_stopping_stops_and_keeps_the_best_epoch():
+    log = CYCLIC + [["p1", "p3"]] * 15  # the held-out tail contradicts training
+    model = SASRec(**{**TINY, "epochs": 40, "patience": 2, "validation": 0.2}).fit(log)
+    history = model.history_
+    assert history["stopped_early"] and history["epochs"] == history["best_epoch"] + 2 < 40
+    assert max(history["validation"]) == history["validation"][history["best_epoch"] - 1]
+
+
+def test_event_types_are_embedded_and_decide_the_next_item():
+    # After x, a viewer goes on to "a" and a shopper who carted x goes to "b": only the type tells.
+    log = [["x", "a"], ["x", "b"]] * 40
+    types = [["view", "view"], ["cart", "view"]] * 40
+    model = SASRec(**TINY).fit(log, event_types=types)
+    assert model.event_types_ == ["cart", "view"]
+    items, _ = model.predict_next([["x"], ["x"]], k=1, event_types=[["view"], ["cart"]])
+    assert items[:, 0].tolist() == ["a", "b"]
+    one, _ = model.recommend(["x"], k=1, event_types=["cart"])
+    assert one.tolist() == ["b"]
+    scores = model.score_items([["x"]], event_types=[["cart"]])
+    assert scores[0, model.vocab_.index_of(["b"])[0]] > scores[0, model.vocab_.index_of(["a"])[0]]
+
+
+def test_time_gaps_are_embedded_when_asked_for():
+    t0 = datetime(2024, 1, 1)
+    log = [["x", "y", "a"], ["x", "y", "b"]] * 40
+    # y right after x leads to a; y a day after x leads to b.
+    times = [[t0, t0 + timedelta(seconds=5), t0 + timedelta(seconds=9)],
+             [t0, t0 + timedelta(days=1), t0 + timedelta(days=1, seconds=4)]] * 40
+    model = SASRec(**{**TINY, "time_gaps": True}).fit(log, times=times)
+    items, _ = model.predict_next([["x", "y"], ["x", "y"]], k=1, times=[[0, 5], [0, 86400]])
+    assert items[:, 0].tolist() == ["a", "b"]
+    assert _gap_buckets([["x", "y", "z"]], [[0, 0, 7]]).tolist() == [1, 2, 5]  # first, 0 s, 7 s -> log2(8) = 3
+
+
+def test_time_gaps_need_times():
+    with pytest.raises(JourneymapError, match=r"time_gaps=True\) reads the time between clicks: give fit"):
+        SASRec(**{**TINY, "time_gaps": True}).fit(CYCLIC)
+
+
+@pytest.mark.parametrize("params, message", [
+    ({"hidden": 10, "heads": 3}, r"'hidden' \(10\) must be a multiple of 'heads' \(3\)"),
+    ({"max_len": 0}, "'max_len' must be a whole number >= 1. Got 0"),
+    ({"dropout": -0.1}, r"'dropout' must be a probability in \[0, 1\). Got -0.1"),
+    ({"learning_rate": 0}, "'learning_rate' must be a number > 0. Got 0"),
+    ({"epochs": 2.5}, "'epochs' must be a whole number >= 1. Got 2.5"),
+])
+def test_bad_parameters_are_refused_before_training(params, message):
+    with pytest.raises(JourneymapError, match=message):
+        SASRec(**params).fit(CYCLIC)
