@@ -240,16 +240,33 @@ def formats(as_json: JsonOpt = False) -> None:
 
 @app.command()
 def simulate(
-    out_path: Annotated[Path, typer.Option("--out", "-o", help="File to write (.csv or .parquet).")],
+    out_path: Annotated[Path, typer.Option("--out", "-o", help="File to write (.csv or .parquet; with --live, the run's decisions as .jsonl).")],
     users: Annotated[int, typer.Option(help="Number of shoppers.")] = 10_000,
     days: Annotated[int, typer.Option(help="Days of traffic.")] = 30,
     seed: Annotated[int, typer.Option(help="Random seed: the same seed writes the same file.")] = 0,
     format: Annotated[str, typer.Option("--format", help="rees46 (CSV in REES46 layout plus extra columns) or parquet.")] = "rees46",
     start: Annotated[str, typer.Option(help="First day, YYYY-MM-DD.")] = "2024-01-01",
+    live: Annotated[bool, typer.Option("--live", help="Send the shoppers to a running service (events, decisions) instead of writing a log.")] = False,
+    target: Annotated[Optional[str], typer.Option("--target", help="--live: the service's address, e.g. http://127.0.0.1:8000 (key from $JOURNEYMAP_API_KEY).")] = None,
+    rate: Annotated[float, typer.Option("--rate", help="--live: sessions per second.")] = 10.0,
+    duration: Annotated[str, typer.Option("--duration", help="--live: how long to run, e.g. 60s or 5m.")] = "60s",
     as_json: JsonOpt = False,
 ) -> None:
     """Simulate a storefront's log with personas and planted effects, plus a ground-truth JSON."""
     from journeymap.simulator import simulate as run
+
+    if live:
+        from journeymap.simulator._live import live_command
+
+        data = live_command(out_path, target, rate, duration, seed)
+        if as_json:
+            _print_json(data)
+        else:
+            out.print(f"sent {data['sessions']:,} sessions ({data['events']:,} events, {data['decisions']:,} decisions) "
+                      f"to {target} in {data['seconds']:.0f} s; {data['best_action_share'] or 0:.1%} of decisions took "
+                      f"the shopper's best action", highlight=False)
+            out.print(f"decisions: {data['decisions_file']}  ground truth: {data['truth']}", highlight=False)
+        return
 
     with _rows_progress("simulating", True) as advance:
         result = _simulate(run, users, days, seed, out_path, format, start, advance)
