@@ -16,7 +16,7 @@ from rich.table import Table
 from journeymap.commands._options import ConfigOpt, GapOpt, JsonOpt, out, print_json
 from journeymap.exceptions import JourneymapError
 
-ModelOpt = Annotated[str, typer.Option("--model", "-m", help="Model name: pop, markov, sknn or iknn.")]
+ModelOpt = Annotated[str, typer.Option("--model", "-m", help="Model name: pop, markov, sknn, iknn, gru4rec, sasrec or behaviour.")]
 ParamOpt = Annotated[Optional[list[str]], typer.Option(
     "--param", "-p", help="Model hyperparameter KEY=VALUE, repeatable (e.g. --param neighbors=50).")]
 EventsOpt = Annotated[Optional[str], typer.Option(
