@@ -82,9 +82,10 @@ def device(name: str) -> torch.device:
 def session(threads: int | None, seed: int | None = None) -> Iterator[None]:
     """Run torch with ``threads`` CPU threads and, given a seed, a private seeded random state.
 
-    One thread is the default: on a small shared CPU the per-op thread hand-off costs more than it
-    gains for these small matrices (see benchmarks/README.md). Both settings are put back after,
-    so fitting a model never changes the caller's torch.
+    One thread is the models' default: their matrices are small, and on a 2-core machine shared
+    with other jobs an epoch took 5 to 15 times longer with torch's default of two threads, which
+    wait on each other at every operation. Both settings are put back after, so fitting a model
+    never changes the caller's torch.
     """
     before = torch.get_num_threads()
     if threads is not None:

@@ -338,26 +338,33 @@ def _log_context(row: Mapping[str, Any]) -> dict[str, Scalar]:
     return out
 
 
-def _log_action_features(log: DecisionLog, i: int, k: int) -> dict[str, Scalar]:
-    """Action k's features in decision i: numeric ones as numbers; text ones come one-hot from the
-    log as ``name=level`` columns and go back to ``name: level``."""
+def _action_feature_plan(log: DecisionLog) -> list[tuple[np.ndarray, str, str | None]]:
+    """How to read each per-decision action feature back: (grid, name, level). Text features come
+    one-hot from the log as ``name=level`` columns of 0/1 and go back to ``name: level`` (level
+    set); numeric ones stay numbers (level None)."""
+    plan = []
+    for column, grid in log.decision_action_features.items():
+        head, sep, level = column.partition("=")
+        values = grid[np.isfinite(grid)]
+        if sep and np.isin(values, (0.0, 1.0)).all():
+            plan.append((grid, head, level))
+        else:
+            plan.append((grid, column, None))
+    return plan
+
+
+def _log_action_features(plan: list[tuple[np.ndarray, str, str | None]], i: int, k: int) -> dict[str, Scalar]:
+    """Action k's features in decision i, as the bandit saw them."""
     out: dict[str, Scalar] = {}
-    for name, grid in log.decision_action_features.items():
+    for grid, name, level in plan:
         value = grid[i, k]
         if not math.isfinite(value):
             continue
-        head, sep, level = name.partition("=")
-        if sep and _is_one_hot(grid):
-            if value == 1.0:
-                out[head] = level
-        else:
+        if level is None:
             out[name] = float(value)
+        elif value == 1.0:
+            out[name] = level
     return out
-
-
-def _is_one_hot(grid: np.ndarray) -> bool:
-    values = grid[np.isfinite(grid)]
-    return bool(np.isin(values, (0.0, 1.0)).all())
 
 
 class BanditPolicy(Policy):
@@ -377,9 +384,10 @@ class BanditPolicy(Policy):
         avail = log.availability()
         dist = np.zeros((len(log), log.n_actions))
         contexts = log.context.to_dict("records")
+        plan = _action_feature_plan(log)
         for i in range(len(log)):
             ks = np.flatnonzero(avail[i])
-            actions = [{"id": log.actions[k], "features": _log_action_features(log, i, k)} for k in ks]
+            actions = [{"id": log.actions[k], "features": _log_action_features(plan, i, k)} for k in ks]
             pmf = self.bandit._pmf(_log_context(contexts[i]), normalize_actions(actions))
             if self.greedy:
                 dist[i, ks[int(np.argmax(pmf))]] = 1.0
