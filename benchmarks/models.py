@@ -45,7 +45,15 @@ from journeymap.evaluation import (
     session_rec,
     write_srgnn,
 )
-from journeymap.models import GRU4Rec, ItemKNN, Markov, Popularity, SASRec, SequenceModel, SessionKNN
+from journeymap.models import (
+    GRU4Rec,
+    ItemKNN,
+    Markov,
+    Popularity,
+    SASRec,
+    SequenceModel,
+    SessionKNN,
+)
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 OUT = Path(__file__).resolve().parent / "out" / "models"
