@@ -12,10 +12,9 @@ loads torch. The network reads top to bottom, small modules first (nanoGPT's ``m
 
 from __future__ import annotations
 
-import contextlib
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -29,6 +28,9 @@ from journeymap.models._events import (
     UNKNOWN,
     Tokens,
 )
+from journeymap.models._torch import device as pick_device  # noqa: F401 (used by _multitask)
+from journeymap.models._torch import from_arrays, to_arrays  # noqa: F401 (used by _multitask)
+from journeymap.models._torch import session as torch_session  # noqa: F401
 
 try:
     import torch
@@ -275,34 +277,6 @@ def collate(tokens: Tokens, spans: np.ndarray, fields: tuple[str, ...], device: 
 
 
 # -- training ------------------------------------------------------------------------------------
-@contextlib.contextmanager
-def torch_session(threads: int | None, seed: int) -> Iterator[None]:
-    """Torch with ``threads`` CPU threads and a private random state seeded with ``seed``; both put back after."""
-    before = torch.get_num_threads()
-    if threads is not None:
-        torch.set_num_threads(threads)
-    try:
-        devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
-        with torch.random.fork_rng(devices=devices):
-            torch.manual_seed(seed)
-            yield
-    finally:
-        torch.set_num_threads(before)
-
-
-def pick_device(name: str) -> torch.device:
-    """``"auto"``: the GPU when there is one, else the CPU; or any torch device name."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        chosen = torch.device(name)
-    except (RuntimeError, TypeError):
-        raise JourneymapError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N'. Got {name!r}.") from None
-    if chosen.type == "cuda" and not torch.cuda.is_available():
-        raise JourneymapError(f"device {name!r} was asked for, but torch sees no GPU here; use device='auto' or 'cpu'.")
-    return chosen
-
-
 def masked_cross_entropy(logits_of: Callable[[torch.Tensor], torch.Tensor], h: torch.Tensor,
                          target: torch.Tensor) -> tuple[torch.Tensor, int]:
     """Summed cross-entropy over the positions with a target (>= 0), scoring only those: (loss, cases)."""
@@ -451,20 +425,4 @@ def pretrain(net: BehaviourNet, tokens: Tokens, validation: Tokens | None, *, ep
 
 
 # -- checkpoints ---------------------------------------------------------------------------------
-def to_arrays(net: nn.Module) -> tuple[np.ndarray, list[list[Any]]]:
-    """The state_dict as one float32 array and its layout ``[[name, shape], ...]`` (JSON-able)."""
-    state = net.state_dict()
-    layout = [[name, list(tensor.shape)] for name, tensor in state.items()]
-    flat = [tensor.detach().to("cpu", torch.float32).reshape(-1).numpy() for tensor in state.values()]
-    return (np.concatenate(flat) if flat else np.zeros(0, np.float32)), layout
-
-
-def from_arrays(net: nn.Module, weights: np.ndarray, layout: list[list[Any]]) -> nn.Module:
-    """Load ``to_arrays``' output back into a network of the same shape."""
-    state, offset = {}, 0
-    for name, shape in layout:
-        size = int(np.prod(shape, dtype=np.int64))
-        state[name] = torch.from_numpy(np.ascontiguousarray(weights[offset:offset + size])).reshape(shape)
-        offset += size
-    net.load_state_dict(state)
-    return net
+# to_arrays / from_arrays: shared with GRU4Rec and SASRec (journeymap.models._torch).
