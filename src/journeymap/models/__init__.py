@@ -17,6 +17,7 @@ from journeymap.models._data import Encoded, Session, Vocabulary, read_sessions
 from journeymap.models._events import EventLog, read_event_log
 from journeymap.models._gru4rec import GRU4Rec
 from journeymap.models._multitask import BehaviourModel
+from journeymap.models._quantize import quantize
 from journeymap.models._sasrec import SASRec
 
 __all__ = [
@@ -36,6 +37,7 @@ __all__ = [
     "Vocabulary",
     "load_model",
     "make_model",
+    "quantize",
     "read_event_log",
     "read_sessions",
 ]
