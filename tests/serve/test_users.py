@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 
 import numpy as np
 from fastapi.testclient import TestClient
@@ -35,11 +36,14 @@ def test_profile_after_live_events_equals_a_batch_rebuild(shop, store, tmp_path)
         for user in (known, new):
             assert client.post("/v1/events", json={"events": _live_events(user)}, headers=auth("ingest")).status_code == 200
         live = {}
-        # A read waits for the update covering its user's events; read the later-posted user first, so
-        # that by the second read every write is covered (RFM ranks and CLV depend on all users).
+        # Wait for the background update covering both users' events (RFM ranks and CLV depend on all
+        # users): the stored profiles then equal a rebuild in every field.
+        updater = client.app.state.service.profiles
+        assert updater.wait_for(client.app.state.service.pseudonymize(new), 30)
         for user in (new, known):
             response = client.get(f"/v1/users/{user}/profile", headers=auth("read"))
             assert response.status_code == 200 and response.headers["x-profile-current"] == "true"
+            assert response.headers["x-profile-source"] == "stored"
             live[user] = response.json()
     # The rebuild: the same store file, profiles built from scratch.
     copy = tmp_path / "rebuilt.duckdb"
@@ -53,11 +57,43 @@ def test_profile_after_live_events_equals_a_batch_rebuild(shop, store, tmp_path)
     assert live[new]["top_searches"] == [{"query": "socks", "count": 1}]
 
 
+def test_a_profile_reflects_an_event_at_once_and_equals_a_rebuild_in_the_users_own_fields(shop, store, tmp_path):
+    from journeymap.profiles._live import POPULATION_FIELDS
+
+    known = shop.users[1]
+    with TestClient(make_app(store, profile_refresh_seconds=3600)) as client:  # no background update after the first
+        service = client.app.state.service
+        assert service.profiles.wait_ready(30)
+        before = client.get(f"/v1/users/{known}/profile", headers=auth("read")).json()
+        assert client.post("/v1/events", json={"events": _live_events(known)}, headers=auth("ingest")).status_code == 200
+        started = time.perf_counter()
+        response = client.get(f"/v1/users/{known}/profile", headers=auth("read"))
+        seconds = time.perf_counter() - started
+        assert response.status_code == 200 and response.headers["x-profile-source"] == "live"
+        live = response.json()
+        other = client.get(f"/v1/users/{shop.users[2]}/profile", headers=auth("read"))
+        assert other.headers["x-profile-source"] == "stored"
+    assert seconds < 1.0  # in practice 10-40 ms here; the bound only catches a full update sneaking in
+    assert live["events"] == before["events"] + 4 and live["purchases"] == before["purchases"] + 1
+    assert live["as_of"] == "2024-01-09 09:06:00" and live["recency_days"] == 0.0
+    copy = tmp_path / "rebuilt.duckdb"
+    shutil.copy(store, copy)
+    build_profiles(copy, settings=SETTINGS)
+    rebuilt = json.loads(json.dumps(profile(copy, raw_id=known, settings=SETTINGS).to_dict(), default=str))
+    own = [k for k in rebuilt if k not in POPULATION_FIELDS]
+    assert len(own) > 40
+    assert {k: live[k] for k in own} == {k: rebuilt[k] for k in own}
+    # The population-fitted fields are the last update's until the next one.
+    assert {k: live[k] for k in POPULATION_FIELDS if k in live} == {k: before[k] for k in POPULATION_FIELDS if k in before}
+
+
 def test_profile_json_is_the_cli_json(store, monkeypatch):
     from journeymap.cli import app as cli
 
     with TestClient(make_app(store)) as client:
         client.post("/v1/events", json={"events": _live_events("cli-user")}, headers=auth("ingest"))
+        service = client.app.state.service
+        assert service.profiles.wait_for(service.pseudonymize("cli-user"), 30)  # stored, as the CLI reads it
         served = client.get("/v1/users/cli-user/profile", headers=auth("read")).json()
     monkeypatch.setenv("JOURNEYMAP_SECRET", SECRET)
     printed = CliRunner().invoke(cli, ["profile", "--store", str(store), "--user", "cli-user", "--json"])

@@ -484,7 +484,7 @@ def _update_state(con, previous: dict, cutoff: datetime, options: _Options, repo
 # -- derived fields ---------------------------------------------------------------------------
 
 _DERIVE_SQL = """
-WITH s AS (SELECT * FROM profile_state),
+WITH s AS ({state}),
 prices AS (SELECT user_id, unnest(price_stats, recursive := true) FROM s),
 item_prices AS (
     SELECT category, price, count(*) AS c FROM items WHERE price > 0 AND category IS NOT NULL GROUP BY ALL
@@ -568,6 +568,16 @@ COLUMNS = (
 MODEL_COLUMNS = {"embedding": "FLOAT[]", "purchase_propensity": "DOUBLE", "churn_propensity": "DOUBLE"}
 
 
+def _derive_sql(cutoff: datetime, options: _Options, state: str = "SELECT * FROM profile_state") -> str:
+    """The derived fields of every user in ``state`` (a query with profile_state's columns) at ``cutoff``."""
+    lc = options.lifecycle
+    return _DERIVE_SQL.format(
+        state=state, as_of=_ts(cutoff), half_life_us=repr(options.half_life_days * 86400e6),
+        churned=lc.churned_days, dormant=lc.dormant_days, at_risk=lc.at_risk_days, new=lc.new_days,
+        low=repr(PRICE_BANDS[0][0]), mid=repr(PRICE_BANDS[1][0]),
+        weekdays=", ".join(map(_lit, WEEKDAYS)), stages=", ".join(map(_lit, FUNNEL_STAGES)))
+
+
 def _derive(con, cutoff: datetime, options: _Options, report: Progress
             ) -> tuple[int, dict[str, dict[str, int]], dict[str, Any]]:
     """Replace the profiles table with every user's derived fields; return the number of users,
@@ -577,13 +587,7 @@ def _derive(con, cutoff: datetime, options: _Options, report: Progress
     from journeymap.profiles._lifetime import OUTPUTS, clv_fields
     from journeymap.profiles._summary import SUMMARY_FIELDS, summarize
 
-    lc = options.lifecycle
-    sql = _DERIVE_SQL.format(
-        as_of=_ts(cutoff), half_life_us=repr(options.half_life_days * 86400e6),
-        churned=lc.churned_days, dormant=lc.dormant_days, at_risk=lc.at_risk_days, new=lc.new_days,
-        low=repr(PRICE_BANDS[0][0]), mid=repr(PRICE_BANDS[1][0]),
-        weekdays=", ".join(map(_lit, WEEKDAYS)), stages=", ".join(map(_lit, FUNNEL_STAGES)))
-    con.execute(f"CREATE OR REPLACE TEMP TABLE __derived AS {sql}")
+    con.execute(f"CREATE OR REPLACE TEMP TABLE __derived AS {_derive_sql(cutoff, options)}")
     report("lifetime value", 0.85)
     clv_input = con.sql(
         "SELECT user_id, frequency, clv_recency, clv_t, clv_monetary FROM __derived ORDER BY user_id").df()

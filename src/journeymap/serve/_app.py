@@ -52,6 +52,7 @@ def create_app(
     model_poll_seconds: float = 1.0,
     profile_wait_seconds: float = 10.0,
     update_profiles: bool = True,
+    profile_refresh_seconds: float = 5.0,
 ) -> FastAPI:
     """The service over the store at ``store_path`` (created if missing).
 
@@ -60,8 +61,10 @@ def create_app(
     file replaces it (checked every ``model_poll_seconds``). ``bus``: ``memory`` or
     ``redis://HOST:PORT``. ``api_keys``: {key: scopes} or ``key:ingest+read,...`` text, default
     $JOURNEYMAP_API_KEYS, else ``settings.api_keys``; the app refuses to run without keys. A
-    profile read waits up to ``profile_wait_seconds`` for the update covering the user's latest
-    events; ``update_profiles=False`` leaves the profiles to ``journeymap profiles``.
+    profile read waits up to ``profile_wait_seconds`` for the profile update the service runs at
+    start (it may be the first build); ``update_profiles=False`` leaves the profiles to ``journeymap profiles``. The stored
+    profiles are brought up to date at most every ``profile_refresh_seconds``; in between, a user
+    with newer events gets a live profile (``profiles._live``).
     """
     settings = settings or Settings.load()
     if demo:  # the decisions' rewards pseudonymize with the settings' secret too
@@ -71,7 +74,7 @@ def create_app(
     metrics = Metrics()
     service = Service(store_path, settings, secret, make_bus(bus), metrics, model_path=model_path,
                       model_poll_seconds=model_poll_seconds, profile_wait=profile_wait_seconds,
-                      update_profiles=update_profiles)
+                      update_profiles=update_profiles, profile_refresh_seconds=profile_refresh_seconds)
     decisions = _decisions_module()
 
     @asynccontextmanager

@@ -47,6 +47,7 @@ from journeymap.events.validate import (
 )
 from journeymap.privacy.pseudonymize import Pseudonymizer
 from journeymap.serve._auth import Ingest
+from journeymap.serve._fastpath import FastPath
 from journeymap.serve._metrics import Metrics
 from journeymap.store import Store
 
@@ -55,6 +56,14 @@ log = logging.getLogger("journeymap.serve")
 SOURCE = "POST /v1/events"  # the quarantine's file column for live events
 MAX_EVENTS = 10_000  # per request; larger loads belong to `journeymap ingest`
 GROUP_EVENTS = 20_000  # per writer transaction
+MAX_CACHED_ITEMS = 200_000  # catalog entries the writer remembers, to skip upserts that change nothing
+_FAST_SCHEMA = pa.schema([
+    ("event_id", pa.string()), ("user_id", pa.string()), ("ts", pa.timestamp("us")), ("event_type", pa.string()),
+    *((f, pa.string()) for f in ("session_id", "item_id", "category", "brand")),
+    ("price", pa.float64()), ("quantity", pa.int32()),
+    *((f, pa.string()) for f in ("channel", "device", "query", "text")),
+    ("rating", pa.float64()), ("properties", pa.string()), ("item_name", pa.string()),
+])
 
 
 @dataclass
@@ -82,7 +91,7 @@ class EventWriter:
     """The only writer of the store while the service runs; see the module docstring."""
 
     def __init__(self, store: Store, settings: Settings, pseudonymizer: Pseudonymizer, metrics: Metrics,
-                 after_commit: Callable[[list[dict[str, Any]]], None] | None = None) -> None:
+                 after_commit: Callable[[list[dict[str, Any]]], None] | None = None, fast: bool = True) -> None:
         self.store = store
         self.con = store.con
         self.settings = settings
@@ -90,6 +99,9 @@ class EventWriter:
         self.metrics = metrics
         self.after_commit = after_commit or (lambda events: None)
         self.adapter = Generic()
+        mapping = event_map_table(self.adapter, settings).to_pydict()
+        self.fast = FastPath(settings, dict(zip(mapping["raw"], mapping["canonical"])), pseudonymizer) if fast else None
+        self._items: dict[str, list[Any]] = {}  # item -> [name, category, brand, price] as last written
         self.lock = threading.RLock()  # every use of the write connection holds it
         self.ingest_id: int | None = None  # the open live ingest, created by its first write
         self._queue: Queue[_Request | None] = Queue()
@@ -217,6 +229,7 @@ class EventWriter:
                     self.con.rollback()
                 except duckdb.Error:
                     pass
+                self._items.clear()  # it may hold upserts just rolled back
                 if opened:
                     self.ingest_id = None
                 raise
@@ -250,6 +263,7 @@ class EventWriter:
 
     def _upsert_items(self, ingest_id: int) -> None:
         """The catalog as ingest keeps it: each item's latest non-empty name, category, brand, price."""
+        self._items.clear()  # the plain path's memory of the catalog would miss this change
         self.con.execute(f"""
             INSERT INTO items
             SELECT item_id, arg_max(item_name, line) FILTER (WHERE item_name IS NOT NULL),
@@ -266,6 +280,11 @@ class EventWriter:
 
     def _write(self, group: list[_Request]) -> list[WriteResult]:
         """Validate, deduplicate and store the group's events inside the open transaction."""
+        if self.fast is not None:
+            latest = self.settings.limits.latest()
+            rows = [[self.fast.row(item, latest) for item in request.items] for request in group]
+            if all(row is not None for request_rows in rows for row in request_rows):
+                return self._write_plain(group, rows)
         con = self.con
         ingest_id = self._open_ingest()
         writer = _Writer(self.store, self.adapter, self.settings, None, self.pseudonymizer, ingest_id, [])
@@ -350,6 +369,79 @@ class EventWriter:
         con.execute("UPDATE ingests SET read = read + ?, stored = stored + ?, quarantined = quarantined + ?, "
                     "duplicates = duplicates + ? WHERE ingest_id = ?", [*totals, ingest_id])
         return results
+
+
+    def _write_plain(self, group: list[_Request], rows: list[list[dict[str, Any]]]) -> list[WriteResult]:
+        """Store a group of plain events, already checked and normalized by the fast path."""
+        con = self.con
+        ingest_id = self._open_ingest()
+        flat = [row for request_rows in rows for row in request_rows]
+        table = pa.Table.from_pylist([{**row, "event_id": str(row["event_id"])} for row in flat], schema=_FAST_SCHEMA)
+        cols = ", ".join(EVENT_COLUMNS)
+        lo, hi = min(r["ts"] for r in flat), max(r["ts"] for r in flat)
+        con.register("__plain", table)
+        try:
+            new = {str(event_id) for event_id, in con.execute(f"""
+                INSERT INTO events ({cols}, ingest_id)
+                SELECT DISTINCT ON (event_id) CAST(event_id AS UUID) AS event_id, {cols.replace('event_id, ', '', 1)},
+                       {int(ingest_id)} FROM __plain v
+                WHERE NOT EXISTS (SELECT 1 FROM events e WHERE e.ts BETWEEN ? AND ? AND e.event_id = CAST(v.event_id AS UUID))
+                RETURNING event_id""", [lo, hi]).fetchall()}
+        finally:
+            con.unregister("__plain")
+        self._upsert_plain_items(flat, ingest_id)
+
+        results, accepted = [], set()
+        for request_rows in rows:
+            outcomes, stored = [], []
+            for i, row in enumerate(request_rows):
+                event_id = str(row["event_id"])
+                if event_id not in new or event_id in accepted:
+                    outcomes.append({"index": i, "status": "duplicate", "event_id": event_id})
+                    continue
+                accepted.add(event_id)
+                outcomes.append({"index": i, "status": "accepted", "event_id": event_id})
+                stored.append({**{c: row[c] for c in EVENT_COLUMNS}, "event_id": event_id})
+            results.append(WriteResult(outcomes, stored))
+        con.execute("UPDATE ingests SET read = read + ?, stored = stored + ?, duplicates = duplicates + ? "
+                    "WHERE ingest_id = ?", [len(flat), len(accepted), len(flat) - len(accepted), ingest_id])
+        return results
+
+    def _upsert_plain_items(self, rows: list[dict[str, Any]], ingest_id: int) -> None:
+        """The catalog update of ``_upsert_items`` for plain events, skipped for items whose
+        name, category, brand and price are what the writer last wrote (``items.ingest_id`` is
+        then the ingest that last changed the item)."""
+        latest: dict[str, list[Any]] = {}
+        for row in rows:  # each item's latest non-empty values, in batch order
+            if row["item_id"] is None:
+                continue
+            values = latest.setdefault(row["item_id"], [None] * 4)
+            for k, name in enumerate(("item_name", "category", "brand", "price")):
+                if row[name] is not None:
+                    values[k] = row[name]
+        changed = {item: values for item, values in latest.items()
+                   if item not in self._items
+                   or any(v is not None and v != old for v, old in zip(values, self._items[item]))}
+        if not changed:
+            return
+        table = pa.table({"item_id": pa.array(list(changed), pa.string()),
+                          **{name: pa.array([v[k] for v in changed.values()], pa.float64() if name == "price" else pa.string())
+                             for k, name in enumerate(("name", "category", "brand", "price"))}})
+        self.con.register("__plain_items", table)
+        try:
+            self.con.execute(f"""
+                INSERT INTO items SELECT item_id, name, category, brand, price, {int(ingest_id)} FROM __plain_items
+                ON CONFLICT (item_id) DO UPDATE SET
+                    name = coalesce(excluded.name, name), category = coalesce(excluded.category, category),
+                    brand = coalesce(excluded.brand, brand), price = coalesce(excluded.price, price),
+                    ingest_id = excluded.ingest_id""")
+        finally:
+            self.con.unregister("__plain_items")
+        if len(self._items) + len(changed) > MAX_CACHED_ITEMS:
+            self._items.clear()
+        for item, values in changed.items():
+            old = self._items.get(item, [None] * 4)
+            self._items[item] = [v if v is not None else o for v, o in zip(values, old)]
 
 
 def run(con: duckdb.DuckDBPyConnection, name: str, table: pa.Table, sql: str) -> list[tuple]:

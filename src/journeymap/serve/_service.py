@@ -41,7 +41,7 @@ class Service:
 
     def __init__(self, store_path: str | Path, settings: Settings, secret: str, bus: Bus, metrics: Metrics, *,
                  model_path: str | Path | None = None, model_poll_seconds: float = 1.0,
-                 profile_wait: float = 10.0, update_profiles: bool = True) -> None:
+                 profile_wait: float = 10.0, update_profiles: bool = True, profile_refresh_seconds: float = 5.0) -> None:
         self.store_path = Path(store_path).resolve()
         self.settings = settings
         self.pseudonymizer = Pseudonymizer(secret)
@@ -55,6 +55,7 @@ class Service:
         metrics.gauge("journeymap_model_version", lambda: self.model.version if self.model else 0)
         self.hooks: list[Hook] = []  # called with each commit's new events (the decisions' reward joins)
         self._update_profiles = update_profiles
+        self.profile_refresh_seconds = profile_refresh_seconds
         self.store: Store | None = None
         self.writer = None
         self.profiles = None
@@ -86,7 +87,8 @@ class Service:
             if self.model is not None:
                 self.model.start()
             if self._update_profiles:
-                self.profiles = ProfileUpdater(self.store_path, self.settings, self.writer, self.metrics)
+                self.profiles = ProfileUpdater(self.store_path, self.settings, self.writer, self.metrics,
+                                               self.profile_refresh_seconds)
                 self.profiles.start(stale=has_events)
         except BaseException:
             self.stop()  # a service that cannot start leaves no thread or open store behind
@@ -139,16 +141,22 @@ class Service:
         online.seed(user, [{**dict(zip(columns, row)), "user_id": user} for row in rows])
         return online.recent(user) or []
 
-    def profile(self, user: str) -> tuple[dict[str, Any] | None, bool]:
+    def profile(self, user: str) -> tuple[dict[str, Any] | None, bool, bool]:
         """The user's profile as ``journeymap profile --json`` prints it (None when they have none),
-        and whether they have events. Raises ``NoProfiles`` before the first build."""
+        whether they have events, and whether it was computed live (the user has events newer than
+        the stored profiles; see ``profiles._live``). Raises ``NoProfiles`` before the first build."""
         from journeymap.profiles._build import has_profiles, profiles_meta
+        from journeymap.profiles._live import live_profile_row
         from journeymap.profiles._profile import UserProfile
 
         with self.reader() as con:
             if not has_profiles(con):
                 raise NoProfiles(f"{self.store_path} has no profiles yet; the service builds them after the first "
                                  "events. Try again shortly.")
+            if self.profiles is not None and self.profiles.pending(user):
+                row, as_of = live_profile_row(con, user)
+                if row is not None:
+                    return UserProfile.from_row(row, as_of).to_dict(), True, True
             rows = con.sql("SELECT * FROM profiles WHERE user_id = $user", params={"user": user}).to_arrow_table().to_pylist()
             meta = profiles_meta(con) or {}
             if rows:
@@ -156,9 +164,9 @@ class Service:
             else:
                 has_events = bool(con.execute("SELECT count(*) FROM events WHERE user_id = ?", [user]).fetchall()[0][0])
         if not rows:
-            return None, has_events
+            return None, has_events, False
         as_of = datetime.fromisoformat(meta["as_of"]) if "as_of" in meta else None
-        return UserProfile.from_row(rows[0], as_of).to_dict(), True
+        return UserProfile.from_row(rows[0], as_of).to_dict(), True, False
 
     def profile_of(self, raw_id: str) -> dict[str, Any] | None:
         """The profile of the shop's user id as it is now (no waiting), or None; for the decisions."""

@@ -1,10 +1,13 @@
 """``GET /v1/users/{id}/profile`` and ``/predictions``, and the profile updater behind them.
 
 ``{id}`` is the shop's own user id, pseudonymized here with the configured secret. A profile is
-the row ``update_profiles`` keeps in the store, so it equals a batch rebuild; the updater runs it
-in the background after new events (one run covers every write before it), and a profile read
-waits until the run covering its user's latest events is done. Predictions read the online state
-(the user's latest events), which every accepted event reaches before its request returns.
+the row ``update_profiles`` keeps in the store, which equals a batch rebuild; the updater runs it
+in the background after new events, at most every ``refresh_seconds`` (each run derives every
+user). A user with events newer than the last run gets a live profile instead, computed from the
+store on the read (``profiles._live``): the fields of the user alone as a rebuild would give them
+now, the population-fitted ones (RFM quintiles, lifetime value, segment) from the last run.
+Predictions read the online state (the user's latest events), which every accepted event reaches
+before its request returns.
 """
 
 from __future__ import annotations
@@ -40,8 +43,10 @@ class ProfileUpdater:
     which events are new), and when it ends every write numbered up to its start is covered.
     """
 
-    def __init__(self, store_path: Path, settings: Settings, writer: EventWriter, metrics: Metrics) -> None:
+    def __init__(self, store_path: Path, settings: Settings, writer: EventWriter, metrics: Metrics,
+                 refresh_seconds: float = 5.0) -> None:
         self.store_path = store_path
+        self.refresh_seconds = refresh_seconds
         self.settings = settings
         self.writer = writer
         self.metrics = metrics
@@ -63,7 +68,8 @@ class ProfileUpdater:
         self._thread = threading.Thread(target=self._run, name="journeymap-profiles", daemon=True)
         self._thread.start()
 
-    def stop(self, timeout: float = 30.0) -> None:
+    def stop(self, timeout: float = 60.0) -> None:
+        """Stop after one last update if writes are pending, so the store's profiles cover every event."""
         with self._cond:
             self._stop = True
             self._cond.notify_all()
@@ -81,11 +87,24 @@ class ProfileUpdater:
                 self._users.popitem(last=False)
             self._cond.notify_all()
 
+    def pending(self, user: str) -> bool:
+        """Whether the user has written events the stored profiles do not cover yet."""
+        with self._cond:
+            return self._users.get(user, 0) > self.covered
+
+    def wait_ready(self, timeout: float) -> bool:
+        """Wait for the update at start (it may be the first build); False if ``timeout`` passed first."""
+        return self._wait(self._floor, timeout)
+
     def wait_for(self, user: str, timeout: float) -> bool:
-        """Wait until the profiles cover the user's latest write; False if ``timeout`` passed first."""
-        deadline = time.monotonic() + timeout
+        """Wait until the stored profiles cover the user's latest write; False if ``timeout`` passed first."""
         with self._cond:
             target = max(self._users.get(user, 0), self._floor)
+        return self._wait(target, timeout)
+
+    def _wait(self, target: int, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        with self._cond:
             while self.covered < target:
                 left = deadline - time.monotonic()
                 if left <= 0 or self._stop or self.last_error is not None:  # a failing update: do not wait on it
@@ -99,13 +118,24 @@ class ProfileUpdater:
     def _run(self) -> None:
         from journeymap.profiles import update_profiles
 
+        last_start = -float("inf")
         while True:
             with self._cond:
-                while self.covered >= self.written and not self._stop:
-                    self._cond.wait()
-                if self._stop:
+                while True:
+                    if self._stop:
+                        break
+                    if self.covered < self.written:
+                        # The first update (the floor) runs at once; later ones at most every refresh_seconds.
+                        wait = 0.0 if self.covered < self._floor else last_start + self.refresh_seconds - time.monotonic()
+                        if wait <= 0:
+                            break
+                        self._cond.wait(wait)
+                    else:
+                        self._cond.wait()
+                if self._stop and (self.covered >= self.written or self.last_error is not None):
                     return
                 target = self.written
+            last_start = time.monotonic()
             started = time.perf_counter()
             try:
                 self.writer.seal()
@@ -137,9 +167,9 @@ router = APIRouter(tags=["users"])
 def get_profile(user_id: str, _: Read, service: ServiceDep) -> Response:
     """One user's profile (the JSON of `journeymap profile --json`), including their live events."""
     user = service.pseudonymize(user_id)
-    current = service.profiles.wait_for(user, service.profile_wait) if service.profiles else True
+    current = service.profiles.wait_ready(service.profile_wait) if service.profiles else True
     try:
-        data, has_events = service.profile(user)
+        data, has_events, live = service.profile(user)
     except NoProfiles as exc:
         raise HTTPException(503, str(exc), headers={"Retry-After": "1"}) from None
     who = f"raw id '{user_id}' (pseudonym {user})"
@@ -149,7 +179,8 @@ def get_profile(user_id: str, _: Read, service: ServiceDep) -> Response:
                                      "the profiles. Try again shortly.", headers={"Retry-After": "1"})
         raise HTTPException(404, f"No user with {who} in {service.store_path}.")
     # The CLI's own serialisation (print_json), so the JSON is the same, value for value.
-    headers = {"X-Profile-As-Of": str(data["as_of"]), "X-Profile-Current": "true" if current else "false"}
+    headers = {"X-Profile-As-Of": str(data["as_of"]), "X-Profile-Current": "true" if current else "false",
+               "X-Profile-Source": "live" if live else "stored"}
     return Response(json.dumps(data, default=str), media_type="application/json", headers=headers)
 
 
