@@ -168,3 +168,33 @@ def test_plain_events_are_stored_as_batch_ingest_stores_them(client, store, tmp_
                                      "('sku-0', 'sku-1', 'sku-2', 'sku-3') ORDER BY 1").fetchall()
     assert live == batch
     assert live_items == batch_items
+
+
+def test_duplicates_are_found_in_memory_and_late_ones_in_the_store(store):
+    from fastapi.testclient import TestClient
+
+    from tests.serve.conftest import make_app
+
+    def event(minute: int, ts: str = "2024-01-02 08:{:02d}:00") -> dict:
+        return {"user_id": "dedupe-user", "ts": ts.format(minute), "event_type": "product_view", "item_id": "sku-1"}
+
+    statuses = lambda body: [r["status"] for r in body["results"]]  # noqa: E731
+    with TestClient(make_app(store, update_profiles=False)) as client:
+        first = client.post("/v1/events", json={"events": [event(1), event(2)]}, headers=auth("ingest")).json()
+        writer = client.app.state.service.writer
+        assert statuses(first) == ["accepted", "accepted"]
+        # Late events (before the store's latest at start): looked up in the store, not remembered.
+        assert not writer._recent
+        again = client.post("/v1/events", json={"events": [event(1), event(3), event(3)]}, headers=auth("ingest")).json()
+        assert statuses(again) == ["duplicate", "accepted", "duplicate"]
+        new = client.post("/v1/events", json=event(0, "2024-01-20 00:00:00"), headers=auth("ingest")).json()
+        assert statuses(new) == ["accepted"] and len(writer._recent) == 1  # after the store's latest: remembered
+        assert statuses(client.post("/v1/events", json=event(0, "2024-01-20 00:00:00"), headers=auth("ingest")).json()) \
+            == ["duplicate"]
+    with TestClient(make_app(store, update_profiles=False)) as client:  # a new writer remembers nothing
+        body = client.post("/v1/events", json={"events": [event(2), event(0, "2024-01-20 00:00:00")]},
+                           headers=auth("ingest")).json()
+        assert statuses(body) == ["duplicate", "duplicate"]
+        with client.app.state.service.reader() as con:
+            assert con.execute("SELECT count(*) FROM events WHERE item_id = 'sku-1' AND user_id = ?",
+                               [client.app.state.service.pseudonymize("dedupe-user")]).fetchall()[0][0] == 4

@@ -33,13 +33,17 @@ from journeymap.profiles._summary import SUMMARY_FIELDS, summarize
 POPULATION_FIELDS = ("r_score", "f_score", "m_score", "rfm", *OUTPUTS, "segment", "segment_id", *MODEL_COLUMNS)
 
 
-def live_profile_row(con, user: str) -> tuple[dict[str, Any] | None, datetime | None]:
+_STATE_COLUMNS: list[tuple[str, str]] = []  # profile_state's (name, type), fixed by the build's DDL
+
+
+def live_profile_row(con, user: str, meta: dict[str, Any] | None = None
+                     ) -> tuple[dict[str, Any] | None, datetime | None]:
     """(the user's profile row, as of the store's latest event), or (None, None) when the user has
-    no events or the store no profiles yet. ``con``: a connection to the store."""
-    if not has_profiles(con):
-        return None, None
-    meta = profiles_meta(con) or {}
-    saved = meta.get("options")
+    no events or the store no profiles yet. ``con``: a connection to the store; ``meta``: its
+    ``profiles_meta``, when the caller has it at hand."""
+    if meta is None:
+        meta = profiles_meta(con) if has_profiles(con) else None
+    saved = (meta or {}).get("options")
     if not saved:
         return None, None
     options = _Options(float(saved["half_life_days"]), float(saved["gap_seconds"]), Lifecycle(**saved["lifecycle"]))
@@ -48,11 +52,13 @@ def live_profile_row(con, user: str) -> tuple[dict[str, Any] | None, datetime | 
         return None, None
     # The state query's columns are positional (the build inserts it into profile_state): name and
     # type them as the table does, so that the derived fields have the stored profile's types.
-    columns = con.execute("SELECT column_name, data_type FROM information_schema.columns "
-                          "WHERE table_name = 'profile_state' ORDER BY ordinal_position").fetchall()
+    if not _STATE_COLUMNS:
+        _STATE_COLUMNS.extend(con.execute("SELECT column_name, data_type FROM information_schema.columns "
+                                          "WHERE table_name = 'profile_state' ORDER BY ordinal_position").fetchall())
     state = _state_sql(cutoff, options, f"user_id = {_lit(user)}")
-    typed = ", ".join(f"CAST({name} AS {kind}) AS {name}" for name, kind in columns)
-    sql = _derive_sql(cutoff, options, state=f"SELECT {typed} FROM ({state}) AS __state({', '.join(n for n, _ in columns)})")
+    typed = ", ".join(f"CAST({name} AS {kind}) AS {name}" for name, kind in _STATE_COLUMNS)
+    names = ", ".join(name for name, _ in _STATE_COLUMNS)
+    sql = _derive_sql(cutoff, options, state=f"SELECT {typed} FROM ({state}) AS __state({names})")
     rows = con.sql(sql).to_arrow_table().to_pylist()
     if not rows:
         return None, None

@@ -20,6 +20,7 @@ import json
 import logging
 import threading
 import time
+from datetime import datetime, timedelta
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -56,6 +57,7 @@ log = logging.getLogger("journeymap.serve")
 SOURCE = "POST /v1/events"  # the quarantine's file column for live events
 MAX_EVENTS = 10_000  # per request; larger loads belong to `journeymap ingest`
 GROUP_EVENTS = 20_000  # per writer transaction
+MAX_RECENT_IDS = 1_000_000  # event ids the writer remembers for deduplication (about 150 MB)
 MAX_CACHED_ITEMS = 200_000  # catalog entries the writer remembers, to skip upserts that change nothing
 _FAST_SCHEMA = pa.schema([
     ("event_id", pa.string()), ("user_id", pa.string()), ("ts", pa.timestamp("us")), ("event_type", pa.string()),
@@ -102,6 +104,12 @@ class EventWriter:
         mapping = event_map_table(self.adapter, settings).to_pydict()
         self.fast = FastPath(settings, dict(zip(mapping["raw"], mapping["canonical"])), pseudonymizer) if fast else None
         self._items: dict[str, list[Any]] = {}  # item -> [name, category, brand, price] as last written
+        # Deduplication without a store lookup: every stored event at or after ``_since`` is in
+        # ``_recent`` (id -> time), because this writer stored it; an event before ``_since`` (a late
+        # one) is looked up in the store. ``_stored_now`` holds the open transaction's new ids.
+        self._recent: dict[str, datetime] = {}
+        self._since = datetime.max
+        self._stored_now: list[tuple[str, datetime]] = []
         self.lock = threading.RLock()  # every use of the write connection holds it
         self.ingest_id: int | None = None  # the open live ingest, created by its first write
         self._queue: Queue[_Request | None] = Queue()
@@ -118,6 +126,8 @@ class EventWriter:
             # A live ingest left open by a killed server: its events are committed; close it.
             self.con.execute("UPDATE ingests SET finished_at = now()::TIMESTAMP "
                              "WHERE finished_at IS NULL AND format = 'api'")
+            latest = self.con.execute("SELECT max(ts) FROM events").fetchall()[0][0]
+            self._since = datetime.min if latest is None else latest + timedelta(microseconds=1)
         self._thread = threading.Thread(target=self._run, name="journeymap-writer", daemon=True)
         self._thread.start()
 
@@ -221,6 +231,7 @@ class EventWriter:
         with self.lock:
             opened = self.ingest_id is None
             self.con.begin()
+            self._stored_now = []
             try:
                 results = self._write(group)
                 self.con.commit()
@@ -230,10 +241,21 @@ class EventWriter:
                 except duckdb.Error:
                     pass
                 self._items.clear()  # it may hold upserts just rolled back
+                self._stored_now = []
                 if opened:
                     self.ingest_id = None
                 raise
+            self._remember(self._stored_now)
         return results
+
+    def _remember(self, stored: list[tuple[str, datetime]]) -> None:
+        recent = self._recent
+        for event_id, ts in stored:
+            if ts >= self._since:
+                recent[event_id] = ts
+        if len(recent) > MAX_RECENT_IDS:  # forget the older half: those are looked up in the store again
+            self._since = sorted(recent.values())[len(recent) // 2]
+            self._recent = {i: t for i, t in recent.items() if t >= self._since}
 
     def _open_ingest(self) -> int:
         if self.ingest_id is None:
@@ -259,7 +281,7 @@ class EventWriter:
                 SELECT 1 FROM events e
                 WHERE e.ts BETWEEN TIMESTAMP '{lo.isoformat()}' AND TIMESTAMP '{hi.isoformat()}'
                   AND e.event_id = v.event_id)
-            RETURNING event_id""").fetchall()
+            RETURNING event_id, ts""").fetchall()
 
     def _upsert_items(self, ingest_id: int) -> None:
         """The catalog as ingest keeps it: each item's latest non-empty name, category, brand, price."""
@@ -326,7 +348,9 @@ class EventWriter:
 
         bad_rows: list[tuple[int, str, str, str | None]] = []
         if where:
-            new = {str(event_id) for event_id, in self._insert()}
+            inserted = [(str(event_id), ts) for event_id, ts in self._insert()]
+            self._stored_now.extend(inserted)
+            new = {event_id for event_id, _ in inserted}
             valid = con.execute(f"""SELECT line, CAST(event_id AS VARCHAR) AS event_id, problem_field, problem_reason,
                                            content, {', '.join(c for c in EVENT_COLUMNS if c != 'event_id')}
                                     FROM __valid ORDER BY line""")
@@ -378,17 +402,26 @@ class EventWriter:
         flat = [row for request_rows in rows for row in request_rows]
         table = pa.Table.from_pylist([{**row, "event_id": str(row["event_id"])} for row in flat], schema=_FAST_SCHEMA)
         cols = ", ".join(EVENT_COLUMNS)
-        lo, hi = min(r["ts"] for r in flat), max(r["ts"] for r in flat)
-        con.register("__plain", table)
+        late = [r["ts"] for r in flat if r["ts"] < self._since]
+        if late:  # only these can be in the store unremembered
+            check = ("WHERE v.ts >= ? OR NOT EXISTS (SELECT 1 FROM events e WHERE e.ts BETWEEN ? AND ? "
+                     "AND e.event_id = CAST(v.event_id AS UUID))")
+            params = [self._since, min(late), max(late)]
+        else:
+            check, params = "", []
+        # Events remembered as stored are duplicates without a look at the store.
+        fresh = pa.array([str(r["event_id"]) not in self._recent for r in flat])
+        con.register("__plain", table.filter(fresh))
         try:
-            new = {str(event_id) for event_id, in con.execute(f"""
+            inserted = [(str(event_id), ts) for event_id, ts in con.execute(f"""
                 INSERT INTO events ({cols}, ingest_id)
                 SELECT DISTINCT ON (event_id) CAST(event_id AS UUID) AS event_id, {cols.replace('event_id, ', '', 1)},
-                       {int(ingest_id)} FROM __plain v
-                WHERE NOT EXISTS (SELECT 1 FROM events e WHERE e.ts BETWEEN ? AND ? AND e.event_id = CAST(v.event_id AS UUID))
-                RETURNING event_id""", [lo, hi]).fetchall()}
+                       {int(ingest_id)} FROM __plain v {check}
+                RETURNING event_id, ts""", params).fetchall()]
         finally:
             con.unregister("__plain")
+        self._stored_now.extend(inserted)
+        new = {event_id for event_id, _ in inserted}
         self._upsert_plain_items(flat, ingest_id)
 
         results, accepted = [], set()
