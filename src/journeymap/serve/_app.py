@@ -101,7 +101,7 @@ def create_app(
     app.state.keys = KeyRing(keys)
     app.state.store_path = service.store_path
     app.state.pseudonymize = service.pseudonymize
-    app.state.profile_of = service.profile_of
+    app.state.profile_of = service.profile_of_async
     app.add_middleware(_Timing, metrics=metrics)
     app.add_exception_handler(JourneymapError, _journeymap_error)
     app.include_router(ops)
