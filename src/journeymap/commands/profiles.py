@@ -21,21 +21,30 @@ def profiles_command(
     as_of: Annotated[str | None, typer.Option("--as-of", help="UTC time the profiles describe (default: the store's last event).")] = None,
     full: Annotated[bool, typer.Option("--full", help="Recompute every user instead of only those with new events.")] = False,
     half_life: Annotated[float | None, typer.Option("--half-life", help="Days after which an event counts half in the affinities (default 30, or the last build's).")] = None,
+    model: Annotated[Path | None, typer.Option("--model", "-m", help="A behaviour model file (journeymap train --store STORE --model behaviour --out M): after the build, fill every profile's embedding, purchase_propensity and churn_propensity from it, as of the store's latest event; later builds keep them until the next --model run.")] = None,
     config: ConfigOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Build or update every user's profile (RFM, CLV, affinities, lifecycle, summary) in the store."""
+    """Build or update every user's profile (RFM, CLV, affinities, lifecycle, summary) in the store.
+
+    With --model, also score every user with a behaviour model: journeymap profiles -s shop.duckdb -m behaviour.npz
+    """
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from journeymap.config import Settings
-    from journeymap.profiles import build_profiles, update_profiles
+    from journeymap.profiles import build_profiles, score_profiles, update_profiles
 
     settings = Settings.load(config)
+    if model is not None:  # a missing or wrong model fails here, before the build
+        from journeymap.profiles._model_fields import behaviour_model
+
+        behaviour_model(model, store)
     err = Console(stderr=True)
     progress = Progress(TextColumn("[bold]profiles[/]"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
                         TextColumn("{task.description}"), TimeElapsedColumn(), console=err, transient=True,
                         disable=not err.is_terminal)
+    scored = None
     with progress:
         task = progress.add_task("starting", total=1.0)
 
@@ -45,7 +54,11 @@ def profiles_command(
         run = build_profiles if full else update_profiles
         options = {} if half_life is None else {"half_life_days": half_life}
         result = run(store, as_of, settings=settings, progress=advance, **options)
+        if model is not None:
+            scored = score_profiles(store, model, settings, progress=advance)
     data = result.to_dict()
+    if scored is not None:
+        data["model_fields"] = scored.to_dict()
     if as_json:
         print_json(data)
         return
@@ -62,6 +75,10 @@ def profiles_command(
         out.print(f"  lifetime value: BG/NBD and Gamma-Gamma fitted on {clv['buyers']:,} buyers", highlight=False)
     if clv.get("note"):
         out.print(f"  lifetime value: {clv['note']}", highlight=False)
+    if scored is not None:
+        out.print(f"  model fields: {scored.profiles:,} profiles scored by {model} (embedding of {scored.dim}, "
+                  f"purchase and churn propensity, as of {scored.events_to}) in {scored.seconds:.1f} s",
+                  highlight=False)
     out.print(f"  show one: journeymap profile --store {store} --user RAW_ID", highlight=False)
 
 

@@ -3,7 +3,8 @@
 ``BehaviourModel`` keeps the next-item contract (``fit`` / ``predict_next`` / ``recommend`` /
 ``save`` / ``load``) and adds ``fit_store`` and ``predict_user``: next items, next-action
 probabilities (every event type and ``leave``), and the propensities to buy in this session and
-to churn (no return within ``churn_days``). Four heads sit on the pre-trained encoder:
+to churn (no return within ``churn_days``); ``user_outputs`` gives every user's embedding and
+propensities at once (the profiles' model fields). Four heads sit on the pre-trained encoder:
 
 * next item: full softmax over the catalogue, tied to the item embeddings;
 * next action: softmax over event types and ``leave``, temperature-scaled;
@@ -17,7 +18,7 @@ Torch is imported only when a model fits or predicts, so this module loads witho
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -403,6 +404,36 @@ class BehaviourModel(SequenceModel):
             "churn_days": self.churn_days,
         }
         return result
+
+    def user_outputs(self, log: EventLog, batch_users: int = 8192,
+                     progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+        """Every stream's state after its last event and the propensities there, many users at a time.
+
+        Returns ``users`` (n,) the log's user ids (pseudonyms for a store's log); ``embedding``
+        (n, dim) float32, the encoder's last hidden state (where the user stands in behaviour
+        space); ``purchase_propensity`` and ``churn_propensity`` (n,) float64, calibrated: what
+        ``predict_user`` gives for each stream alone, or None for a head the model lacks.
+        ``batch_users`` streams are tokenized at a time (bounding memory); ``progress(done, total)``
+        is called after each such batch.
+        """
+        self._check_heads()
+        if isinstance(batch_users, bool) or not isinstance(batch_users, (int, np.integer)) or batch_users < 1:
+            raise JourneymapError(f"batch_users must be a positive number of users. Got {batch_users!r}.")
+        n = len(log)
+        heads = tuple(t for t in BINARY if t in self.heads_)
+        embedding = np.zeros((n, self.config_["dim"]), dtype=np.float32)
+        out = {task: np.zeros(n) for task in heads}
+        for start in range(0, n, int(batch_users)):
+            stop = min(start + int(batch_users), n)
+            part = log if (start, stop) == (0, n) else log.take(np.arange(start, stop))
+            h = self._last_states(part)  # (users, C)
+            embedding[start:stop] = h.numpy()
+            for task, values in self._outputs(h, heads, calibrated=True).items():
+                out[task][start:stop] = values
+            if progress is not None:
+                progress(stop, n)
+        return {"users": np.asarray(log.users, dtype=object).copy(), "embedding": embedding,
+                "purchase_propensity": out.get("purchase"), "churn_propensity": out.get("churn")}
 
     @property
     def actions(self) -> list[str]:

@@ -3,7 +3,8 @@
 ``build_profiles(store)`` writes the ``profiles`` table (RFM, CLV, decayed category and brand
 affinities, price band, preferences, lifecycle, session statistics, funnel position, searches,
 reviews); ``update_profiles(store)`` recomputes only users with new events and equals a rebuild.
-``profile(store, user)`` reads one as a typed object; ``segments(store)`` clusters them.
+``profile(store, user)`` reads one as a typed object; ``segments(store)`` clusters them;
+``score_profiles(store, model)`` fills their embedding and propensities from a behaviour model.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Any
 __all__ = [
     "COLUMNS",
     "Lifecycle",
+    "ModelFields",
     "ProfileTable",
     "Segment",
     "SegmentsResult",
@@ -21,6 +23,7 @@ __all__ = [
     "category_label",
     "profile",
     "pseudonym_of",
+    "score_profiles",
     "segments",
     "summarize",
     "update_profiles",
@@ -30,6 +33,7 @@ __all__ = [
 _LAZY = {
     "COLUMNS": "build", "Lifecycle": "build", "ProfileTable": "build", "build_profiles": "build",
     "update_profiles": "build",
+    "ModelFields": "model_fields", "score_profiles": "model_fields",
     "UserProfile": "profile", "profile": "profile", "pseudonym_of": "profile",
     "Segment": "segments", "SegmentsResult": "segments", "segments": "segments",
     "category_label": "summary", "summarize": "summary",

@@ -40,8 +40,10 @@ Fields (all over the user's events up to ``as_of``; days are fractional, times U
   (browsing, carted, checkout, purchased). Session statistics: mean_session_seconds (first to
   last event), mean_session_events (depth), bounce_rate (sessions of one event).
 * searches and top_searches (3 most frequent lower-cased queries); reviews and mean_rating.
-* embedding, purchase_propensity, churn_propensity: null columns that the sequence models of
-  issue 5 fill; segment / segment_id: the last ``segments`` run's membership, kept across builds.
+* embedding, purchase_propensity, churn_propensity: the last ``score_profiles`` run's behaviour
+  model outputs (``profile_model``; they describe each user's latest session as of that scoring),
+  null until one ran; segment / segment_id: the last ``segments`` run's membership. Both kept
+  across builds.
 """
 
 from __future__ import annotations
@@ -201,8 +203,8 @@ def update_profiles(store_path: str | Path, as_of: datetime | str | None = None,
 
 def profiles_meta(con) -> dict[str, Any] | None:
     """The meta row of the last build (as_of, last ingest covered, options), or None."""
-    row = con.execute("SELECT value FROM meta WHERE key = ?", [META_KEY]).fetchall()[0]
-    return json.loads(row[0]) if row else None
+    rows = con.execute("SELECT value FROM meta WHERE key = ?", [META_KEY]).fetchall()
+    return json.loads(rows[0][0]) if rows else None
 
 
 def has_profiles(con) -> bool:
@@ -553,7 +555,7 @@ FROM base b LEFT JOIN scored USING (user_id) LEFT JOIN scored_m USING (user_id)
 ORDER BY b.user_id
 """
 
-# The public table's columns, in order; model fields (issue 5) stay null until those models fill them.
+# The public table's columns, in order; model fields stay null until score_profiles fills them.
 COLUMNS = (
     "user_id", "summary", "lifecycle", "segment", "segment_id", "first_seen", "last_seen", "tenure_days",
     "recency_days", "events", "sessions", "sessions_7d", "sessions_30d", "active_days", "product_views",
@@ -585,6 +587,7 @@ def _derive(con, cutoff: datetime, options: _Options, report: Progress
     import pyarrow as pa
 
     from journeymap.profiles._lifetime import OUTPUTS, clv_fields
+    from journeymap.profiles._model_fields import MODEL_TABLE, has_model_fields
     from journeymap.profiles._summary import SUMMARY_FIELDS, summarize
 
     con.execute(f"CREATE OR REPLACE TEMP TABLE __derived AS {_derive_sql(cutoff, options)}")
@@ -608,16 +611,20 @@ def _derive(con, cutoff: datetime, options: _Options, report: Progress
 
     report("writing", 0.95)
     con.register("__profile_extra", extra)
+    # Model fields come from the last score_profiles run, kept across builds (users it did not score: null).
+    scored = has_model_fields(con)
     select = []
     for column in COLUMNS:
         if column in MODEL_COLUMNS:
-            select.append(f"NULL::{MODEL_COLUMNS[column]} AS {column}")
+            select.append(f"m.{column}" if scored else f"NULL::{MODEL_COLUMNS[column]} AS {column}")
         elif column in extra.column_names and column != "user_id":
             select.append(f"x.{column}")
         else:
             select.append(f"d.{column}")
+    model_join = f" LEFT JOIN {MODEL_TABLE} m USING (user_id)" if scored else ""
     con.execute(f"""CREATE OR REPLACE TABLE profiles AS
-        SELECT {', '.join(select)} FROM __derived d JOIN __profile_extra x USING (user_id) ORDER BY user_id""")
+        SELECT {', '.join(select)} FROM __derived d JOIN __profile_extra x USING (user_id){model_join}
+        ORDER BY user_id""")
     con.unregister("__profile_extra")
     con.execute("DROP TABLE __derived")
     counts: dict[str, dict[str, int]] = {}

@@ -31,8 +31,8 @@ class UserProfile:
     """Everything the profiles table knows about one user, as of ``as_of``.
 
     Counts cover events up to as_of. ``purchases`` are orders (sessions with a purchase);
-    ``frequency`` is BG/NBD's repeat purchase days. Model fields (embedding, propensities) are
-    filled by the sequence models of issue 5 and are None until then.
+    ``frequency`` is BG/NBD's repeat purchase days. Model fields (embedding, propensities) come
+    from a behaviour model (``score_profiles``, ``journeymap profiles --model M``), None until then.
     """
 
     user: str  # the pseudonym
