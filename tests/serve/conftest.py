@@ -66,6 +66,7 @@ def make_app(store: Path, **kwargs):
     from journeymap.serve import create_app
 
     kwargs.setdefault("api_keys", {key: scope for scope, key in KEYS.items()})
+    kwargs.setdefault("profile_refresh_seconds", 0.5)  # tests wait for background updates
     return create_app(store, kwargs.pop("settings", SETTINGS), **kwargs)
 
 

@@ -24,6 +24,7 @@ def serve(
     bus: Annotated[str, typer.Option("--bus", help="memory (in-process) or redis://HOST:PORT (Redis Streams, online state in Redis).")] = "memory",
     demo: Annotated[bool, typer.Option("--demo", help="Use the demo secret (for stores made by `journeymap demo`).")] = False,
     log_level: Annotated[str, typer.Option("--log-level", help="debug, info, warning or error.")] = "info",
+    profile_refresh: Annotated[str, typer.Option("--profile-refresh", help="Bring the stored profiles up to date at most this often (each run derives every user); in between, users with new events get live profiles.")] = "30s",
     config: ConfigOpt = None,
 ) -> None:
     """Run the live service: events in, profiles, predictions, journeys and decisions out (API keys from JOURNEYMAP_API_KEYS)."""
@@ -37,7 +38,11 @@ def serve(
     from journeymap.serve import create_app
 
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    app = create_app(store, Settings.load(config), model_path=model, bus=bus, demo=demo)
+    from journeymap.config import parse_duration
+
+    refresh = parse_duration(profile_refresh, "--profile-refresh").total_seconds()
+    app = create_app(store, Settings.load(config), model_path=model, bus=bus, demo=demo,
+                     profile_refresh_seconds=refresh)
     _preflight(store, app.state.settings.require_secret(), demo)
     out.print(f"serving {store} on http://{host}:{port} (docs at /docs, bus {bus})", highlight=False)
     uvicorn.run(app, host=host, port=port, log_level=log_level.lower(), access_log=log_level.lower() == "debug")

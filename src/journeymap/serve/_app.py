@@ -52,7 +52,7 @@ def create_app(
     model_poll_seconds: float = 1.0,
     profile_wait_seconds: float = 10.0,
     update_profiles: bool = True,
-    profile_refresh_seconds: float = 5.0,
+    profile_refresh_seconds: float = 30.0,
 ) -> FastAPI:
     """The service over the store at ``store_path`` (created if missing).
 

@@ -42,7 +42,7 @@ class Service:
 
     def __init__(self, store_path: str | Path, settings: Settings, secret: str, bus: Bus, metrics: Metrics, *,
                  model_path: str | Path | None = None, model_poll_seconds: float = 1.0,
-                 profile_wait: float = 10.0, update_profiles: bool = True, profile_refresh_seconds: float = 5.0) -> None:
+                 profile_wait: float = 10.0, update_profiles: bool = True, profile_refresh_seconds: float = 30.0) -> None:
         self.store_path = Path(store_path).resolve()
         self.settings = settings
         self.pseudonymizer = Pseudonymizer(secret)

@@ -44,7 +44,7 @@ class ProfileUpdater:
     """
 
     def __init__(self, store_path: Path, settings: Settings, writer: EventWriter, metrics: Metrics,
-                 refresh_seconds: float = 5.0) -> None:
+                 refresh_seconds: float = 30.0) -> None:
         self.store_path = store_path
         self.refresh_seconds = refresh_seconds
         self.settings = settings
