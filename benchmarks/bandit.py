@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/bandit.py                                  # 100,000 sessions per policy, then 60 s over HTTP
     .venv/bin/python benchmarks/bandit.py --sessions 20000 --http-seconds 0  # quicker, no service
+    .venv/bin/python benchmarks/bandit.py --explorations squarecb --repeat-seeds 2,3 --http-seconds 0
 
 The live simulator's shoppers (``journeymap.simulator._live``) ask for the next-best action at each
 session's first product view (nothing, coupon, free-shipping banner, recommendation carousel) and
@@ -15,11 +16,18 @@ Every decision records every action's true expected reward, so regret is exact, 
   persona's last 1,000 logged contexts where the choice matters (not the bargain hunter's first
   visits, where no action moves anything);
 * offline: the final greedy policy (and fixed ones) evaluated from the decision log by IPS, SNIPS
-  and DR (normal 95% intervals) against what it really earns on fresh simulated traffic.
+  and DR (normal 95% intervals) against what it really earns on fresh simulated traffic;
+* what the context allows: per persona, how far its best action leads the next (and the decisions
+  per action a test needs to tell them apart), and the share of its decisions where a model fitted
+  to the true expected rewards, without noise, picks the best action: the most any policy on the
+  bandit's context can reach, since some shoppers of different personas look alike;
+* ``--repeat-seeds``: the first exploration again on other traffic, since one run's final greedy
+  choices vary from seed to seed.
 
 The bandit only sees what a shop would know: the session (device, channel, landing page, search,
-the category and price level of the product on screen, visit number) and a profile of what the
-user did before; never the persona. Over HTTP, ``journeymap serve`` runs on a fresh store with its
+the category and price level of the product on screen, visit number) and the stored profile of
+what the user did in earlier sessions (counts, session depth, bounce rate, recency, tenure, funnel
+stage, top category, preferred device and channel); never the persona. Over HTTP, ``journeymap serve`` runs on a fresh store with its
 own profiles, and the simulator posts events and decisions to it at ``--http-rate`` sessions/s.
 """
 
@@ -118,6 +126,68 @@ def greedy_by_persona(bandit: ContextualBandit, run: LiveRun, log_path: Path, la
                      "greedy mode": picks.mode().iloc[0] if len(picks) else None,
                      "taken = best (recent)": float((taken == best).mean()) if len(taken) else None})
     return pd.DataFrame(rows)
+
+
+def context_ceiling(sessions: int, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(gaps, ceiling): per persona, each action's true expected reward where the actions differ,
+    how far the best leads the second and the decisions per action a two-sided 5% test with 80%
+    power needs to tell them apart; and the share of the persona's decisions where models fitted
+    to the true expected rewards (on half of fresh uniform traffic, judged on the other half) pick
+    its best action. trees: any function of the context; pairs: linear in the context features
+    and their pairs, per action (what the default interactions represent); linear: linear per
+    action (``-q CA -q NA`` alone)."""
+    import scipy.sparse as sp
+    from sklearn.ensemble import HistGradientBoostingRegressor
+    from sklearn.linear_model import Ridge
+    from sklearn.preprocessing import OneHotEncoder, PolynomialFeatures
+
+    rows: list[dict] = []
+    rng = random.Random(seed)
+
+    def choose(features, actions):
+        rows.append(features)
+        return rng.choice(actions)["id"]
+
+    run = run_live(FixedTarget(choose), sessions=sessions, seed=seed)
+    persona = np.array([d["persona"] for d in run.decisions])
+    truth = np.array([[d["expected"][a] for a in ACTIONS] for d in run.decisions])
+    keep = truth.max(axis=1) - truth.min(axis=1) > 1e-12
+    gaps = []
+    for q in PERSONAS:
+        mean = truth[keep & (persona == q.name)].mean(axis=0)
+        first, second = np.argsort(mean)[::-1][:2]
+        gap, pbar = mean[first] - mean[second], (mean[first] + mean[second]) / 2
+        gaps.append({"persona": q.name, **{a: float(v) for a, v in zip(ACTIONS, mean)},
+                     "best - second": float(gap), "second": ACTIONS[second],
+                     "decisions per action to tell": int(np.ceil(2 * (1.96 + 0.84) ** 2 * pbar * (1 - pbar) / gap**2))})
+
+    frame = pd.DataFrame(rows)
+    numeric = [c for c in frame.columns if pd.api.types.is_numeric_dtype(frame[c]) and frame[c].dtype != bool]
+    text = frame.drop(columns=numeric).astype(str)  # absent: 'nan', a level of its own
+    onehot = OneHotEncoder(handle_unknown="ignore", min_frequency=5).fit_transform(text).tocsr()
+    numbers = sp.csr_matrix(frame[numeric].fillna(0.0).to_numpy(float))
+    linear = sp.hstack([onehot, numbers]).tocsr()
+    pairs = sp.hstack([PolynomialFeatures(2, interaction_only=True, include_bias=False).fit_transform(onehot),
+                       numbers]).tocsr()
+    trees = frame.copy()
+    for c in trees.columns:
+        if c not in numeric:
+            trees[c] = trees[c].astype(str).astype("category").cat.codes  # codes: trees split them all the same
+    half = len(frame) // 2
+    test = np.arange(half, len(frame))
+    best = np.array([ACTIONS.index(BEST_ACTION[p]) for p in persona])
+    picks = {}
+    for name, X, model in (("trees", trees.to_numpy(float), lambda: HistGradientBoostingRegressor(max_iter=200)),
+                           ("pairs", pairs, lambda: Ridge(alpha=1.0)), ("linear", linear, lambda: Ridge(alpha=1.0))):
+        scores = np.column_stack([model().fit(X[:half], truth[:half, k]).predict(X[half:]) for k in range(len(ACTIONS))])
+        picks[name] = scores.argmax(axis=1)
+    ceiling = []
+    for q in PERSONAS:
+        mine = keep[half:] & (persona[half:] == q.name)
+        ceiling.append({"persona": q.name, "decisions": int(mine.sum()),
+                        **{f"{name}: picks best": float((pick[mine] == best[test][mine]).mean())
+                           for name, pick in picks.items()}})
+    return pd.DataFrame(gaps), pd.DataFrame(ceiling)
 
 
 def fresh_value(choose, sessions: int, seed: int) -> tuple[float, float, int]:
@@ -232,6 +302,9 @@ def main() -> None:
     parser.add_argument("--http-seconds", type=float, default=60.0, help="0: skip the run over HTTP")
     parser.add_argument("--http-rate", type=float, default=50.0, help="sessions per second over HTTP")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--repeat-seeds", default="", help="more seeds for the first exploration, comma-separated")
+    parser.add_argument("--ceiling-sessions", type=int, default=60_000, help="uniform traffic for what the "
+                        "context allows; 0: skip")
     args = parser.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
     print(machine("vowpalwabbit", "fastapi", "numpy", load=True))
@@ -266,6 +339,45 @@ def main() -> None:
     print(f"\nfigure: {OUT / 'regret.html'}")
 
     first = next(iter(policies))
+    extra: dict = {}
+    repeats = [args.seed, *(int(s) for s in args.repeat_seeds.split(",") if s.strip())]
+    if len(repeats) > 1:
+        rows = []
+        for seed in repeats:
+            if seed == args.seed:
+                run, frame = runs[first], personas[first]
+            else:
+                work = OUT / f"{first}-seed{seed}"
+                shutil.rmtree(work, ignore_errors=True)
+                with OnlinePolicy(work / "live.decisions.jsonl", secret=SECRET,
+                                  config=PolicyConfig(exploration=first, seed=seed)) as policy:
+                    run = run_live(InProcessTarget(policy), sessions=args.sessions, seed=seed)
+                    policy.checkpoint()
+                    frame = greedy_by_persona(policy.bandit, run, policy.log_path)
+            end = run.regret([len(run.decisions)]).iloc[-1]
+            rows.append({"seed": seed, "decisions": len(run.decisions), "regret_policy": end["regret_policy"],
+                         "regret_uniform": end["regret_uniform"],
+                         **dict(zip(frame["persona"], frame["greedy = best"]))})
+        repeated = pd.DataFrame(rows)
+        repeated = pd.concat([repeated.astype({"seed": str}),
+                              pd.DataFrame([{"seed": "mean", **repeated.drop(columns="seed").mean().to_dict()}])],
+                             ignore_index=True).astype({"decisions": int})
+        print(f"\n## The {first} bandit on {len(repeats)} seeds: cumulative regret and, per persona, its final greedy "
+              "choice = best\n")
+        print(markdown(repeated))
+        extra["repeats"] = repeated.to_dict("records")
+
+    if args.ceiling_sessions > 0:
+        gaps, ceiling = context_ceiling(args.ceiling_sessions, args.seed + 200)
+        print(f"\n## What the context allows, on {args.ceiling_sessions:,} sessions of uniform traffic\n")
+        print("Per persona, each action's true expected reward (where the actions differ) and how far the best "
+              "leads:\n")
+        print(markdown(gaps, 4))
+        print("\nShare of the persona's decisions where a model fitted to the true expected rewards picks its best "
+              "action (held-out half):\n")
+        print(markdown(ceiling))
+        extra["gaps"], extra["ceiling"] = gaps.to_dict("records"), ceiling.to_dict("records")
+
     offline = offline_table(policies[first], args.fresh_sessions, args.seed + 100)
     print(f"\n## The final {first} policy and fixed ones, evaluated from its decision log ({len(runs[first].decisions):,} "
           f"decisions) and on {args.fresh_sessions:,} fresh sessions\n")
@@ -291,7 +403,7 @@ def main() -> None:
     (OUT / "results.json").write_text(json.dumps({
         "machine": machine("vowpalwabbit", "fastapi", "numpy"), "args": vars(args),
         "regret": table.to_dict("records"), "personas": {k: v.to_dict("records") for k, v in personas.items()},
-        "offline": offline.to_dict("records"), "runs": results,
+        "offline": offline.to_dict("records"), "runs": results, **extra,
         "http": None if http is None else {"summary": http["summary"], "errors": http["errors"]},
     }, indent=1, default=str))
 

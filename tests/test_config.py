@@ -83,3 +83,46 @@ def test_service_api_keys_come_from_the_config(tmp_path, monkeypatch):
     assert keys[shop] == frozenset({"ingest", "read"})
     monkeypatch.setenv("JOURNEYMAP_API_KEYS", "decide-only-key-0003:decide")  # the environment wins
     assert load_api_keys(None, settings.api_keys) == {"decide-only-key-0003": frozenset({"decide"})}
+
+
+def test_policy_settings_come_from_the_config(tmp_path):
+    (tmp_path / "journeymap.toml").write_text(
+        '[policy]\nexploration = "epsilon"\nepsilon = 0.2\nlearning_rate = 0.05\nlog = "decisions/shop.jsonl"\n'
+        '[policy.reward]\nevents = {purchase = 1.0, cart = 0.3}\nhorizon = "2h"\ndefault = -0.1\n'
+        '[event_types.aliases]\ncart = "add_to_cart"\n'
+    )
+    policy = Settings.load(tmp_path / "journeymap.toml").policy
+    assert (policy.exploration, policy.epsilon, policy.learning_rate) == ("epsilon", 0.2, 0.05)
+    assert policy.gamma_scale == 3.0  # not given: the library's default
+    assert policy.log == tmp_path / "decisions" / "shop.jsonl"  # relative to the config file, not the working folder
+    # event types as the store keeps them (the alias resolved)
+    assert policy.reward.values == {"purchase": 1.0, "add_to_cart": 0.3}
+    assert (policy.reward.horizon, policy.reward.default) == (timedelta(hours=2), -0.1)
+    (tmp_path / "journeymap.toml").write_text('secret = "s-0123456789abcdef"\n')
+    assert Settings.load(tmp_path / "journeymap.toml").policy is None  # no table: the library's defaults
+
+
+@pytest.mark.parametrize(("table", "message"), [
+    ('[policy]\nepsilon = "lots"\n', r"policy\.epsilon in .*journeymap\.toml must be a number from 0 to 1, like 0\.1\. "
+                                     r"Got 'lots'\."),
+    ('[policy]\nepsilon = 1.5\n', r"policy\.epsilon in .* must be a number from 0 to 1, like 0\.1\. Got 1\.5\."),
+    ('[policy]\nexploration = "greedy"\n', r"policy\.exploration in .* is one of epsilon, softmax, squarecb, bag\. "
+                                           r"Got 'greedy'\."),
+    ('[policy]\nexplore = "epsilon"\n', r"Unknown policy setting\(s\) explore in .*; known ones are bag, "),
+    ('[policy]\nbag = 2.5\n', r"policy\.bag in .* must be an integer of at least 1, like 5\. Got 2\.5\."),
+    ('[policy]\nlog = "decisions.csv"\n', r"policy\.log in .* must be the decision log's path, a \.jsonl file"),
+    ('[policy.reward]\nhorizon = "0s"\n', r"The policy\.reward\.horizon in .* must be a positive duration like "
+                                          r"'30m'\. Got '0s'\."),
+    ('[policy.reward]\nevents = {purchse = 1.0}\n', r"policy\.reward\.events\.purchse in .* names event type "
+                                                    r"'purchse', which is not a known event type; use one of page_view"),
+    ('[policy.reward]\nevents = {purchase = "yes"}\n', r"policy\.reward\.events\.purchase in .* must be a number, "
+                                                       r"like 1\. Got 'yes'\."),
+    ('[policy.reward]\nvalue = "revenue"\n', r"policy\.reward\.value in .* is 'one' \(the event type's reward\) or "
+                                             r"'amount'"),
+    ('[policy.reward]\nwindow = "30m"\n', r"Unknown reward setting\(s\) window in .*; known ones are default, "
+                                          r"event_type, events, horizon, value\."),
+])
+def test_policy_config_errors_name_the_key_what_it_takes_and_what_arrived(tmp_path, table, message):
+    (tmp_path / "journeymap.toml").write_text(table)
+    with pytest.raises(ConfigError, match=message):
+        Settings.load(tmp_path / "journeymap.toml")

@@ -11,10 +11,13 @@ import tomllib
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from journeymap.events.vocabulary import Vocabulary
 from journeymap.exceptions import ConfigError
+
+if TYPE_CHECKING:  # the policy package imports this module; it is loaded only for a [policy] table
+    from journeymap.policy._rewards import PolicyConfig
 
 SECRET_ENV = "JOURNEYMAP_SECRET"
 CONFIG_ENV = "JOURNEYMAP_CONFIG"
@@ -80,6 +83,9 @@ class Settings:
     # The service's API keys: "key1:ingest+read,key2:admin" or a table {key = "ingest+read"};
     # JOURNEYMAP_API_KEYS wins (see journeymap.serve).
     api_keys: str | dict[str, str] | None = None
+    # The decisions' bandit, reward and log ([policy] and [policy.reward]); None: PolicyConfig()'s
+    # defaults. The service's own policy_config, where given, overrides it key by key.
+    policy: PolicyConfig | None = None
 
     def require_secret(self) -> str:
         """The pseudonymization secret, or a ConfigError that says how to set one."""
@@ -121,7 +127,8 @@ class Settings:
     @classmethod
     def _from_dict(cls, data: dict[str, Any], source: Path | None) -> Settings:
         where = f" in {source}" if source else ""
-        known = {"secret", "session_gap", "ingest_memory_limit", "event_types", "stages", "limits", "api_keys"}
+        known = {"secret", "session_gap", "ingest_memory_limit", "event_types", "stages", "limits", "api_keys",
+                 "policy"}
         unknown = set(data) - known
         if unknown:
             raise ConfigError(
@@ -152,6 +159,12 @@ class Settings:
                 kwargs[name] = type(getattr(limits, name))(limits_data.pop(name))
         if limits_data:
             raise ConfigError(f"Unknown limit(s) {', '.join(sorted(limits_data))}{where}.")
+        policy = None
+        if "policy" in data:
+            from journeymap.policy._rewards import PolicyConfig
+
+            policy = PolicyConfig.from_mapping(data["policy"], where, vocabulary,
+                                               base_dir=source.parent if source is not None else None)
         return cls(
             secret=data.get("secret"),
             session_gap=parse_duration(data.get("session_gap", "30m"), "session_gap"),
@@ -160,6 +173,7 @@ class Settings:
             limits=Limits(**kwargs),
             source=source,
             api_keys=data.get("api_keys"),
+            policy=policy,
         )
 
 

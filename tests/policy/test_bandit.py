@@ -47,6 +47,39 @@ def test_bandit_picks_the_better_action_after_learning():
         assert pmf[best] == pytest.approx(0.95)  # epsilon 0.1 spread over 2 actions
 
 
+# The best action depends on the pair: a for a mobile shopper from social and a desktop shopper from
+# search, b for the other two; each feature alone says nothing (exclusive or).
+PAIRS = {("mobile", "social"): "a", ("desktop", "search"): "a", ("mobile", "search"): "b", ("desktop", "social"): "b"}
+
+
+@pytest.mark.parametrize(("interactions", "right"), [(("CA", "NA", "CCA", "CNA"), 4), (("CA", "NA"), 3)])
+def test_pairs_of_context_features_tell_apart_what_no_single_feature_does(interactions, right):
+    bandit = ContextualBandit(exploration="epsilon", interactions=interactions, seed=1)
+    rng = np.random.default_rng(0)
+    cells = list(PAIRS)
+    for i in range(2000):
+        device, channel = cells[i % 4]
+        action = "ab"[rng.integers(2)]
+        bandit.learn({"device": device, "channel": channel}, ["a", "b"], action, 0.5,
+                     float(action == PAIRS[device, channel]))
+    greedy = {cell: bandit.greedy({"device": cell[0], "channel": cell[1]}, ["a", "b"]) for cell in cells}
+    # the default crosses learn all four; features one at a time (-q CA) get three at most
+    assert sum(greedy[cell] == best for cell, best in PAIRS.items()) <= right
+    if right == 4:
+        assert greedy == PAIRS
+    assert ("--interactions CCA" in bandit.arguments()) == (right == 4)
+
+
+def test_interactions_are_checked():
+    with pytest.raises(JourneymapError, match=r"Each of the bandit's interactions is two or more of the namespaces C "
+                                              r"\(context categories\), N \(context numbers\) and A \(the action\), "
+                                              r"like 'CA'. Got 'CX'."):
+        ContextualBandit(interactions=("CA", "CX")).arguments()
+    with pytest.raises(ConfigError, match=r"policy.interactions must be a list of namespace crosses"):
+        PolicyConfig.from_mapping({"interactions": "CA"})
+    assert PolicyConfig.from_mapping({"interactions": ["CA"]}).bandit().arguments().count("-q ") == 1
+
+
 @pytest.mark.parametrize("exploration", EXPLORATIONS)
 def test_choice_probability_is_its_share_of_a_pmf_that_sums_to_one(exploration):
     bandit = _trained(100, exploration=exploration)
@@ -263,7 +296,7 @@ def test_policy_settings_read_from_a_config_table():
     assert (config.exploration, config.reward.horizon, config.reward.value) == ("softmax", timedelta(hours=2), "amount")
     with pytest.raises(ConfigError, match="Unknown policy setting"):
         PolicyConfig.from_mapping({"explore": "softmax"})
-    with pytest.raises(ConfigError, match="The reward horizon must be a positive duration like '30m', '1h' or '7d'. "
+    with pytest.raises(ConfigError, match="The policy.reward.horizon must be a positive duration like '30m', '1h' or '7d'. "
                                           "Got '-5m'."):
         PolicyConfig.from_mapping({"reward": {"horizon": "-5m"}})
     with pytest.raises(ConfigError, match="A reward's value is 'one'"):

@@ -148,3 +148,87 @@ def test_the_service_joins_rewards_from_the_events_it_stores(store, shop):
         record = c.get(f"/v1/decisions/{decision_id}", headers=decide).json()
         assert (record["reward"], record["reward_source"]) == (1.0, "event")
     assert store.with_suffix(".decisions.bandit.zip").exists()
+
+
+# -- the [policy] table of journeymap.toml -------------------------------------------------------------
+def _configured_app(tmp_path, policy_table: str) -> FastAPI:
+    """An app whose settings come from a journeymap.toml with this [policy] table."""
+    tmp_path.mkdir(exist_ok=True)
+    (tmp_path / "journeymap.toml").write_text(f'secret = "{SECRET}"\n{policy_table}')
+    app = _app(tmp_path / "shop.duckdb")
+    app.state.settings = Settings.load(tmp_path / "journeymap.toml")
+    return app
+
+
+def _client(app: FastAPI) -> TestClient:
+    return TestClient(app, headers={"Authorization": f"Bearer {DECIDE_KEY}"})
+
+
+def _pmf_after_one_reward(c: TestClient) -> dict[str, float]:
+    """The pmf of a second decision, once the first one's action has earned 1: that action leads."""
+    first = _decide(c)
+    assert c.post("/v1/rewards", json={"decision_id": first["decision_id"], "reward": 1}).status_code == 200
+    pmf = _decide(c)["pmf"]
+    assert max(pmf, key=pmf.get) == first["action"]
+    return pmf
+
+
+def test_the_exploration_comes_from_the_config(tmp_path):
+    """Epsilon-greedy: 1 - epsilon + epsilon / 4 on the leading action, epsilon / 4 on each other;
+    epsilon 1 is uniform. (The default SquareCB gives 0.2514 and 0.2495 here.)"""
+    app = _configured_app(tmp_path, '[policy]\nexploration = "epsilon"\nepsilon = 0.2\n')
+    with _client(app) as c:
+        assert sorted(_pmf_after_one_reward(c).values()) == pytest.approx([0.05, 0.05, 0.05, 0.85])
+    app = _configured_app(tmp_path / "uniform", '[policy]\nexploration = "epsilon"\nepsilon = 1.0\n')
+    with _client(app) as c:
+        first = _decide(c)
+        c.post("/v1/rewards", json={"decision_id": first["decision_id"], "reward": 1})
+        assert list(_decide(c)["pmf"].values()) == pytest.approx([0.25] * 4)
+    assert app.state.policy.bandit.arguments().startswith("--cb_explore_adf --epsilon 1.0 ")
+
+
+def test_a_library_callers_policy_config_overrides_the_file_key_by_key(tmp_path):
+    app = _configured_app(tmp_path, '[policy]\nexploration = "epsilon"\nepsilon = 0.2\n[policy.reward]\nhorizon = "5m"\n')
+    app.state.policy_config = {"epsilon": 0.6}
+    with _client(app) as c:
+        assert max(_pmf_after_one_reward(c).values()) == pytest.approx(0.4 + 0.6 / 4)
+    config = app.state.policy.config
+    assert (config.exploration, config.reward.horizon.total_seconds()) == ("epsilon", 300.0)  # the rest from the file
+
+
+def test_the_reward_horizon_comes_from_the_config(tmp_path):
+    """A purchase ten minutes after the decision: outside a 5-minute horizon it earns nothing (the
+    default 30 minutes would give 1)."""
+    app = _configured_app(tmp_path, '[policy.reward]\nhorizon = "5m"\n')
+    with _client(app) as c:
+        decision = _decide(c)
+        settled = on_events(app.state, [{"user_id": "u1", "ts": "2024-05-01T12:10:00Z", "event_type": "purchase"}])
+        assert [(s.decision_id, s.reward, s.source) for s in settled] == [(decision["decision_id"], 0.0, "horizon")]
+        assert c.get(f"/v1/decisions/{decision['decision_id']}").json()["rewarded_at"] == "2024-05-01T12:05:00Z"
+
+
+def test_reward_events_and_values_come_from_the_config(tmp_path):
+    """A cart earns its 0.3 once the horizon passes without a purchase; a purchase, worth the
+    most, settles at once; a page view is not a rewarded event type."""
+    app = _configured_app(tmp_path, '[policy.reward]\nevents = {purchase = 1.0, add_to_cart = 0.3}\n')
+    with _client(app) as c:
+        carted, bought, browsed = _decide(c), _decide(c, user="u2"), _decide(c, user="u3")
+        events = [{"user_id": "u1", "ts": "2024-05-01T12:05:00Z", "event_type": "add_to_cart"},
+                  {"user_id": "u3", "ts": "2024-05-01T12:06:00Z", "event_type": "page_view"},
+                  {"user_id": "u2", "ts": "2024-05-01T12:07:00Z", "event_type": "purchase"}]
+        assert [(s.decision_id, s.reward) for s in on_events(app.state, events)] == [(bought["decision_id"], 1.0)]
+        later = on_events(app.state, [{"user_id": "u9", "ts": "2024-05-01T13:00:00Z", "event_type": "page_view"}])
+        assert sorted((s.decision_id, s.reward, s.source) for s in later) == sorted(
+            [(carted["decision_id"], 0.3, "event"), (browsed["decision_id"], 0.0, "horizon")])
+
+
+def test_the_decision_log_goes_where_the_config_says_and_resumes_from_there(tmp_path):
+    app = _configured_app(tmp_path, '[policy]\nlog = "decisions/live.jsonl"\n')
+    with _client(app) as c:
+        decision = _decide(c)
+    assert (tmp_path / "decisions" / "live.pending.jsonl").exists()
+    assert not list(tmp_path.glob("shop.decisions*"))  # nothing beside the store
+    restarted = _configured_app(tmp_path, '[policy]\nlog = "decisions/live.jsonl"\n')  # a new process
+    settled = on_events(restarted.state, [{"user_id": "u1", "ts": "2024-05-01T12:01:00Z", "event_type": "purchase"}])
+    assert [(s.decision_id, s.reward) for s in settled] == [(decision["decision_id"], 1.0)]
+    assert read_log(tmp_path / "decisions" / "live.jsonl").decisions["decision_id"].tolist() == [decision["decision_id"]]

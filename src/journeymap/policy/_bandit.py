@@ -4,7 +4,9 @@ the reward once it is known.
 
 Features go to VW in three namespaces: ``C`` the context's categorical features (``device=mobile``),
 ``N`` its numeric ones (``sessions:3``), ``A`` the action's id and features; ``-q CA -q NA`` lets
-every context feature weigh each action differently. ``BanditPolicy`` turns a bandit into a
+every context feature weigh each action differently, and ``CCA`` and ``CNA`` every pair of them
+(``channel=email`` with ``category=apparel``), since which action is best depends on who the
+shopper is, which no single feature tells. ``BanditPolicy`` turns a bandit into a
 candidate policy for ``evaluate_policy``, rebuilding each logged decision's features from the log.
 """
 
@@ -27,6 +29,7 @@ from journeymap.policy._log import DecisionLog
 from journeymap.policy._ope import ActionProbabilities, Policy
 
 EXPLORATIONS = ("epsilon", "softmax", "squarecb", "bag")
+INTERACTIONS = ("CA", "NA", "CCA", "CNA")  # VW namespace crosses; see the module docstring
 CHECKPOINT_VERSION = 1
 _UNSAFE = re.compile(r"[\s|:]+")  # VW's text format splits on whitespace, '|' and ':'
 
@@ -148,22 +151,27 @@ class ContextualBandit:
     ``softmax`` (probabilities ~ exp(``softmax_lambda`` * score)) or ``bag`` (``bag`` bootstrapped
     policies, plus ``epsilon``).
     ``seed`` fixes VW's random numbers and the sampling of the chosen action, so the same decisions
-    in the same order give the same choices. ``learning_rate``, ``power_t`` (its decay on top of
-    VW's per-feature adaptive steps) and ``l2`` pass to VW (None: VW's own default); ``vw_args``
-    adds any further VW options.
+    in the same order give the same choices. ``interactions``: the namespace crosses (``-q`` for
+    pairs, ``--interactions`` for longer). ``learning_rate``, ``power_t`` (the exponent of VW's
+    per-feature adaptive step decay: 0 keeps the step constant, 0.5 is AdaGrad) and ``l2`` pass to
+    VW (None: VW's own default); ``vw_args`` adds any further VW options.
 
-    The defaults come from the closed-loop benchmark (``benchmarks/bandit.py``), where rewards are
-    rare purchases: VW's own learning rate (0.5, decaying) let a few lucky purchases swing the
-    estimates, and its greedy choices were worse on fresh traffic than with 0.01; SquareCB with
-    ``gamma_scale`` 3 explored long enough to find each persona's best action.
+    The defaults come from the closed-loop benchmark (``benchmarks/bandit.py``, figures in
+    ``benchmarks/README.md``), where rewards are rare purchases: VW's own learning rate (0.5) let a
+    few lucky purchases swing the estimates; a constant 0.01 (``power_t`` 0) never settled, so the
+    greedy choice for a kind of shopper kept flipping between two actions; 0.01 with AdaGrad's decay
+    (``power_t`` 0.5) settles and lost the least. Pairs of context features (``CCA``, ``CNA``) let
+    the bandit tell apart shoppers whom no single feature separates (a first-visit window shopper
+    from organic search and a returning bargain hunter from organic search want different actions).
+    SquareCB with ``gamma_scale`` 3 explored long enough to find each persona's best action.
 
     ``choose(context, actions)`` samples an action; ``learn(context, actions, chosen, probability,
     reward)`` updates on its reward (VW's cost is -reward). Thread-safe.
     """
 
     def __init__(self, exploration: str = "squarecb", epsilon: float = 0.1, softmax_lambda: float = 10.0,
-                 gamma_scale: float = 3.0, bag: int = 5, interactions: Sequence[str] = ("CA", "NA"),
-                 learning_rate: float | None = 0.01, power_t: float | None = 0.0, l2: float | None = None,
+                 gamma_scale: float = 3.0, bag: int = 5, interactions: Sequence[str] = INTERACTIONS,
+                 learning_rate: float | None = 0.01, power_t: float | None = 0.5, l2: float | None = None,
                  seed: int = 0, vw_args: str = "") -> None:
         self.exploration = exploration
         self.epsilon = epsilon
@@ -203,7 +211,13 @@ class ContextualBandit:
             "squarecb": f"--squarecb --gamma_scale {self.gamma_scale}",
             "bag": f"--bag {int(self.bag)} --epsilon {self.epsilon}",
         }[self.exploration]
-        parts = ["--cb_explore_adf", explore, *(f"-q {q}" for q in self.interactions),
+        for q in self.interactions:
+            if not (isinstance(q, str) and len(q) >= 2 and set(q) <= set("CNA")):
+                raise JourneymapError("Each of the bandit's interactions is two or more of the namespaces C (context "
+                                      f"categories), N (context numbers) and A (the action), like 'CA'. Got {q!r}.")
+        # VW's -q takes pairs only; --interactions any length
+        crosses = [f"-q {q}" if len(q) == 2 else f"--interactions {q}" for q in self.interactions]
+        parts = ["--cb_explore_adf", explore, *crosses,
                  f"--random_seed {int(self.seed)}", "--quiet"]
         if self.learning_rate is not None:
             parts.append(f"--learning_rate {self.learning_rate}")

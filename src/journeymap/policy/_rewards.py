@@ -2,8 +2,10 @@
 
 ``OnlinePolicy`` wraps a ``ContextualBandit``: ``decide`` chooses and logs, ``observe`` joins rewards
 from the shop's later events (by default a purchase by the same user within 30 minutes gives 1;
-none by then gives 0), ``reward`` takes an explicit one. Each decision is settled once and learned
-once. Files, beside the event store ``shop.duckdb``:
+none by then gives 0; ``RewardDefinition`` sets the event types, their rewards and the horizon),
+``reward`` takes an explicit one. Each decision is settled once and learned once. ``PolicyConfig``
+holds the settings (``[policy]`` in journeymap.toml). Files, beside the event store ``shop.duckdb``
+(or where ``PolicyConfig.log`` says):
 
     shop.decisions.jsonl          settled decisions with their reward, in settlement order: a
                                   journeymap decision log (``read_log``, ``journeymap ope --log``)
@@ -24,7 +26,7 @@ import os
 import threading
 import uuid
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -33,6 +35,7 @@ from journeymap.config import parse_duration
 from journeymap.exceptions import ConfigError, FormatError, JourneymapError
 from journeymap.policy._bandit import (
     EXPLORATIONS,
+    INTERACTIONS,
     ContextualBandit,
     Scalar,
     check_features,
@@ -63,20 +66,52 @@ class RewardConflictError(JourneymapError):
 
 
 # -- configuration ------------------------------------------------------------------------------------
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _number(data: Mapping[str, Any], key: str, what: str, where: str, low: float | None = None,
+            high: float | None = None, strict: bool = False, integer: bool = False) -> Any:
+    """``data[key]`` checked to be a number (an integer if asked) within bounds, or a ConfigError
+    naming ``what``, the range and what arrived."""
+    value = data[key]
+    ok = (isinstance(value, int) and not isinstance(value, bool)) if integer else _is_number(value)
+    if ok:
+        ok = (low is None or (value > low if strict else value >= low)) and (high is None or value <= high)
+    if not ok:
+        kind = "an integer" if integer else "a number"
+        if low is not None and high is not None:
+            rule = f"{kind} from {low:g} to {high:g}"
+        elif low is not None:
+            rule = f"{kind} {'above' if strict else 'of at least'} {low:g}"
+        else:
+            rule = kind
+        raise ConfigError(f"{what}{where} must be {rule}, like {_EXAMPLES.get(key, 1)}. Got {value!r}.")
+    return value
+
+
+_EXAMPLES = {"epsilon": 0.1, "softmax_lambda": 10, "gamma_scale": 3, "bag": 5, "learning_rate": 0.01, "power_t": 0.5,
+             "seed": 0, "checkpoint_every": 1000, "default": 0}
+
+
 @dataclass(frozen=True)
 class RewardDefinition:
     """How a decision's reward is read from the user's later events.
 
-    An ``event_type`` event by the same user within ``horizon`` after the decision: ``value="one"``
-    settles the reward at 1 on the first such event; ``value="amount"`` sums price x quantity of
-    all of them and settles at the horizon. With none by the horizon the reward is ``default``.
-    ``event_type=None``: explicit rewards only (``default=None``: wait for them indefinitely).
+    ``events`` maps event types to rewards: an event of one of them by the same user within
+    ``horizon`` after the decision earns its value, and the decision's reward is the highest value
+    reached (settled at once when no type is worth more, else at the horizon); with none by the
+    horizon the reward is ``default``. ``event_type`` is the one-type spelling (``"purchase"``:
+    ``{"purchase": 1.0}``, the default). ``value="amount"`` instead sums price x quantity of the
+    ``event_type`` events and settles at the horizon. No event type (``event_type=None`` and no
+    ``events``): explicit rewards only (``default=None``: wait for them indefinitely).
     """
 
     event_type: str | None = "purchase"
     horizon: timedelta = timedelta(minutes=30)  # a session's length: long enough to buy, short enough to attribute
     value: str = "one"
     default: float | None = 0.0
+    events: Mapping[str, float] | None = None  # event type -> reward; replaces event_type
 
     def __post_init__(self) -> None:
         if self.value not in REWARD_VALUES:
@@ -84,69 +119,174 @@ class RewardDefinition:
                               f"(the events' price x quantity). Got '{self.value}'.")
         if not isinstance(self.horizon, timedelta) or self.horizon <= timedelta(0):
             raise ConfigError(f"The reward horizon must be a positive duration like '30m'. Got {self.horizon!r}.")
+        if self.events is not None:
+            if self.value == "amount":
+                raise ConfigError("A reward's value 'amount' sums the price x quantity of one event_type; `events` "
+                                  "gives each event type a fixed reward. Use one or the other.")
+            bad = {k: v for k, v in self.events.items() if not _is_number(v)}
+            if bad:
+                name, got = next(iter(bad.items()))
+                raise ConfigError(f"The reward of event type '{name}' must be a number, like 1.0. Got {got!r}.")
+            object.__setattr__(self, "events", {str(k): float(v) for k, v in self.events.items()})
+            object.__setattr__(self, "event_type", None)  # replaced by events
+
+    @property
+    def values(self) -> dict[str, float]:
+        """Event type -> reward, whichever way it was given (empty: explicit rewards only)."""
+        if self.events is not None:
+            return dict(self.events)
+        return {} if self.event_type is None else {self.event_type: 1.0}
 
     @classmethod
-    def from_mapping(cls, data: Mapping[str, Any]) -> RewardDefinition:
-        """From a config table: ``event_type``, ``horizon`` ('30m'), ``value``, ``default``."""
-        unknown = set(data) - {"event_type", "horizon", "value", "default"}
+    def from_mapping(cls, data: Mapping[str, Any], where: str = "", vocabulary: Any = None,
+                     defaults: RewardDefinition | None = None) -> RewardDefinition:
+        """From a config table like ``[policy.reward]``: ``events`` ({type = reward}) or
+        ``event_type``, ``horizon`` ('30m'), ``value`` ('one' or 'amount'), ``default``. Keys not
+        given keep ``defaults``; event types are checked against ``vocabulary`` when given."""
+        if isinstance(data, RewardDefinition):
+            return data
+        if not isinstance(data, Mapping):
+            raise ConfigError(f"policy.reward{where} must be a table like {{events = {{purchase = 1.0}}, "
+                              f"horizon = \"30m\"}}. Got {data!r}.")
+        known = ("default", "event_type", "events", "horizon", "value")
+        unknown = set(data) - set(known)
         if unknown:
-            raise ConfigError(f"Unknown reward setting(s) {', '.join(sorted(unknown))}; known ones are default, "
-                              "event_type, horizon and value.")
-        kwargs = dict(data)
-        if "horizon" in kwargs and not isinstance(kwargs["horizon"], timedelta):
-            kwargs["horizon"] = parse_duration(kwargs["horizon"], "reward horizon")
-        return cls(**kwargs)
+            raise ConfigError(f"Unknown reward setting(s) {', '.join(sorted(unknown))}{where}; known ones are "
+                              f"{', '.join(known)}.")
+        kwargs: dict[str, Any] = {}
+        if "horizon" in data:
+            horizon = data["horizon"]
+            kwargs["horizon"] = horizon if isinstance(horizon, timedelta) else \
+                parse_duration(horizon, f"policy.reward.horizon{where}")
+        if "value" in data:
+            if data["value"] not in REWARD_VALUES:
+                raise ConfigError(f"policy.reward.value{where} is 'one' (the event type's reward) or 'amount' (the "
+                                  f"events' price x quantity). Got {data['value']!r}.")
+            kwargs["value"] = data["value"]
+        if "default" in data:
+            kwargs["default"] = None if data["default"] is None else \
+                float(_number(data, "default", "policy.reward.default", where))
+        if "event_type" in data:
+            name = data["event_type"]
+            if name is not None and (not isinstance(name, str) or not name.strip()):
+                raise ConfigError(f"policy.reward.event_type{where} must be an event type like 'purchase'. "
+                                  f"Got {name!r}.")
+            kwargs["event_type"] = None if name is None else _event_type(name, "policy.reward.event_type", where,
+                                                                         vocabulary)
+            kwargs["events"] = None
+        if "events" in data:
+            events = data["events"]
+            if not isinstance(events, Mapping):
+                raise ConfigError(f"policy.reward.events{where} must be a table of event type = reward, like "
+                                  f"{{purchase = 1.0, add_to_cart = 0.2}}. Got {events!r}.")
+            checked = {}
+            for name in events:
+                key = _event_type(str(name), f"policy.reward.events.{name}", where, vocabulary)
+                checked[key] = float(_number(events, name, f"policy.reward.events.{name}", where))
+            kwargs["events"] = checked
+        base = defaults if defaults is not None else cls()
+        try:
+            return replace(base, **kwargs)
+        except ConfigError as exc:
+            raise ConfigError(f"policy.reward{where}: {exc}") from None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"event_type": self.event_type, "horizon_seconds": self.horizon.total_seconds(),
+        return {"event_type": self.event_type, "events": self.values, "horizon_seconds": self.horizon.total_seconds(),
                 "value": self.value, "default": self.default}
+
+
+def _event_type(name: str, what: str, where: str, vocabulary: Any) -> str:
+    """The canonical name of a configured event type (as the stored events carry it)."""
+    if vocabulary is None:
+        return name
+    canonical = vocabulary.canonical(name)
+    if canonical is None:
+        raise ConfigError(f"{what}{where} names event type '{name}', which is not a known event type; use one of "
+                          f"{', '.join(vocabulary.event_types)} (or add it under [event_types] custom = [...]).")
+    return canonical
 
 
 @dataclass(frozen=True)
 class PolicyConfig:
-    """The online policy's settings: the bandit's exploration, the reward, and checkpointing."""
+    """The online policy's settings: the bandit's exploration and learning, the reward, where the
+    decision log goes and how often the bandit is checkpointed. ``journeymap.toml``'s ``[policy]``
+    table (``Settings.policy``) holds the same keys."""
 
     # SquareCB explores by how far each action's estimate trails the best; it lost less than
-    # epsilon-greedy in the closed-loop benchmark (benchmarks/bandit.py), as did a small learning rate.
+    # epsilon-greedy in the closed-loop benchmark (benchmarks/bandit.py), as did a small learning rate
+    # that decays (AdaGrad) and pairs of context features; see ContextualBandit.
     exploration: str = "squarecb"
     epsilon: float = 0.1  # epsilon and bag: the share of decisions spread over all actions
     softmax_lambda: float = 10.0
     gamma_scale: float = 3.0
     bag: int = 5
+    interactions: tuple[str, ...] = INTERACTIONS
     learning_rate: float | None = 0.01
-    power_t: float | None = 0.0
+    power_t: float | None = 0.5
     seed: int = 0
     vw_args: str = ""
     reward: RewardDefinition = field(default_factory=RewardDefinition)
     checkpoint_every: int = 1000  # learned rewards between checkpoints; the log replays the rest on restart
+    log: Path | None = None  # the decision log (.jsonl); None: beside the event store (shop.decisions.jsonl)
 
     def bandit(self) -> ContextualBandit:
         return ContextualBandit(exploration=self.exploration, epsilon=self.epsilon,
                                 softmax_lambda=self.softmax_lambda, gamma_scale=self.gamma_scale, bag=self.bag,
-                                learning_rate=self.learning_rate, power_t=self.power_t, seed=self.seed,
+                                interactions=self.interactions, learning_rate=self.learning_rate, power_t=self.power_t, seed=self.seed,
                                 vw_args=self.vw_args)
 
     @classmethod
-    def from_mapping(cls, data: Mapping[str, Any] | None) -> PolicyConfig:
-        """From a config table like ``[policy]`` with an optional ``[policy.reward]`` table."""
+    def from_mapping(cls, data: Mapping[str, Any] | PolicyConfig | None, where: str = "", vocabulary: Any = None,
+                     defaults: PolicyConfig | None = None, base_dir: Path | None = None) -> PolicyConfig:
+        """From a config table like ``[policy]`` with an optional ``[policy.reward]`` table. Keys
+        not given keep ``defaults`` (e.g. the config file's, under a library caller's own); a
+        relative ``log`` is taken from ``base_dir`` (the config file's folder). Each key is checked
+        and a ConfigError names the key, what it takes and what arrived (``where``: " in FILE")."""
+        base = defaults if defaults is not None else cls()
         if data is None:
-            return cls()
+            return base
         if isinstance(data, PolicyConfig):
             return data
+        if not isinstance(data, Mapping):
+            raise ConfigError(f"policy{where} must be a table of settings like {{exploration = \"squarecb\"}}. "
+                              f"Got {data!r}.")
         data = dict(data)
-        known = {"exploration", "epsilon", "softmax_lambda", "gamma_scale", "bag", "learning_rate", "power_t",
-                 "seed", "vw_args", "reward", "checkpoint_every"}
-        unknown = set(data) - known
+        known = sorted(f.name for f in fields(cls))
+        unknown = set(data) - set(known)
         if unknown:
-            raise ConfigError(f"Unknown policy setting(s) {', '.join(sorted(unknown))}; known ones are "
-                              f"{', '.join(sorted(known))}.")
-        if data.get("exploration", "epsilon") not in EXPLORATIONS:
-            raise ConfigError(f"The policy's exploration is one of {', '.join(EXPLORATIONS)}. "
-                              f"Got '{data['exploration']}'.")
-        reward = data.pop("reward", None)
-        if isinstance(reward, Mapping):
-            reward = RewardDefinition.from_mapping(reward)
-        return cls(**data, **({"reward": reward} if reward is not None else {}))
+            raise ConfigError(f"Unknown policy setting(s) {', '.join(sorted(unknown))}{where}; known ones are "
+                              f"{', '.join(known)}.")
+        if "exploration" in data and data["exploration"] not in EXPLORATIONS:
+            raise ConfigError(f"policy.exploration{where} is one of {', '.join(EXPLORATIONS)}. "
+                              f"Got {data['exploration']!r}.")
+        for key, low, high, strict, integer in (
+                ("epsilon", 0, 1, False, False), ("softmax_lambda", 0, None, True, False),
+                ("gamma_scale", 0, None, True, False), ("bag", 1, None, False, True),
+                ("learning_rate", 0, None, True, False), ("power_t", 0, None, False, False),
+                ("seed", 0, None, False, True), ("checkpoint_every", 1, None, False, True)):
+            if key in data and not (data[key] is None and key in ("learning_rate", "power_t")):
+                _number(data, key, f"policy.{key}", where, low, high, strict, integer)
+        if "interactions" in data:
+            crosses = data["interactions"]
+            if isinstance(crosses, str) or not isinstance(crosses, (list, tuple)) or not all(
+                    isinstance(q, str) and len(q) >= 2 and set(q) <= set("CNA") for q in crosses):
+                raise ConfigError(f"policy.interactions{where} must be a list of namespace crosses, each two or more "
+                                  "of C (context categories), N (context numbers) and A (the action), like "
+                                  f"[\"CA\", \"NA\", \"CCA\"]. Got {crosses!r}.")
+            data["interactions"] = tuple(crosses)
+        if "vw_args" in data and not isinstance(data["vw_args"], str):
+            raise ConfigError(f"policy.vw_args{where} must be a string of Vowpal Wabbit options, like "
+                              f"\"--l2 1e-6\". Got {data['vw_args']!r}.")
+        if "log" in data and data["log"] is not None:
+            log = data["log"]
+            if not isinstance(log, (str, Path)) or Path(log).suffix.lower() not in (".jsonl", ".ndjson"):
+                raise ConfigError(f"policy.log{where} must be the decision log's path, a .jsonl file like "
+                                  f"\"decisions/shop.decisions.jsonl\". Got {log!r}.")
+            log = Path(log).expanduser()
+            data["log"] = log if log.is_absolute() or base_dir is None else Path(base_dir) / log
+        if "reward" in data:
+            data["reward"] = RewardDefinition.from_mapping(data["reward"], where, vocabulary, defaults=base.reward)
+        return replace(base, **data)
 
 
 # -- context -----------------------------------------------------------------------------------------
@@ -267,6 +407,7 @@ class _Pending:
     deadline: float  # inf: waits for an explicit reward
     user: str | None
     amount: float = 0.0
+    best: float | None = None  # the highest event reward reached so far (``events`` rewards)
 
 
 class OnlinePolicy:
@@ -290,6 +431,8 @@ class OnlinePolicy:
 
         self.config = config or PolicyConfig()
         self.reward_definition = self.config.reward
+        self._values = self.reward_definition.values  # event type -> reward
+        self._top = max(self._values.values(), default=math.inf)  # reaching it settles at once
         self.log_path = Path(log_path)
         if self.log_path.suffix.lower() not in (".jsonl", ".ndjson"):
             raise ConfigError(f"The decision log is a .jsonl file. Got {self.log_path}.")
@@ -406,7 +549,7 @@ class OnlinePolicy:
     def _register(self, record: dict[str, Any]) -> None:
         ts = _epoch(record["ts"])
         r = self.reward_definition
-        waits = r.event_type is None and r.default is None
+        waits = not self._values and r.default is None
         deadline = math.inf if waits else ts + r.horizon.total_seconds()
         decision_id, user = str(record["decision_id"]), record.get("user")
         self._pending[decision_id] = _Pending(record, ts, deadline, user)
@@ -430,7 +573,8 @@ class OnlinePolicy:
                     continue
                 if self.watermark_ is None or ts > self.watermark_:
                     self.watermark_ = min(ts, latest)
-                if r.event_type is None or _get(event, "event_type") != r.event_type or not self._by_user:
+                value = self._values.get(_get(event, "event_type"))
+                if value is None or not self._by_user:
                     continue
                 user = self._user_key(_get(event, "user_id"))
                 if user is None:
@@ -439,10 +583,12 @@ class OnlinePolicy:
                     p = self._pending[decision_id]
                     if not p.ts <= ts <= p.deadline:
                         continue
-                    if r.value == "one":
-                        settled.append(self._settle(decision_id, 1.0, "event", ts))
-                    else:
+                    if r.value == "amount":
                         p.amount += _amount(event)
+                    elif value >= self._top:
+                        settled.append(self._settle(decision_id, value, "event", ts))
+                    else:
+                        p.best = value if p.best is None else max(p.best, value)
             if self.watermark_ is not None:
                 settled.extend(self._expire(self.watermark_, strictly_after=True))
         return settled
@@ -473,8 +619,10 @@ class OnlinePolicy:
             p = self._pending.get(decision_id)
             if p is None:
                 continue  # settled earlier
-            if r.value == "amount" and r.event_type is not None:
+            if r.value == "amount" and self._values:
                 out.append(self._settle(decision_id, p.amount, "horizon", deadline))
+            elif p.best is not None:  # a lesser event reached, settled at the horizon
+                out.append(self._settle(decision_id, p.best, "event", deadline))
             elif r.default is not None:
                 out.append(self._settle(decision_id, float(r.default), "horizon", deadline))
         return out

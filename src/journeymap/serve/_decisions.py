@@ -3,8 +3,11 @@ logs it; ``POST /v1/rewards`` joins a reward explicitly; ``on_events`` joins rew
 stored events (``startup`` and ``shutdown`` resume and checkpoint). All need the ``decide`` scope.
 
 Shared objects on ``app.state``: ``policy`` (an ``OnlinePolicy``, made on first use by
-``ensure_policy``), ``store_path`` (its files go beside the store), ``settings`` (the secret) and,
-when the app has profiles, ``profile_of(raw_user_id) -> dict | None``.
+``ensure_policy``), ``store_path`` (its files go beside the store unless ``[policy] log`` says
+where), ``settings`` (the secret and the ``[policy]`` table of ``journeymap.toml``: exploration,
+reward, log), optionally ``policy_config`` (a library caller's own settings, a ``PolicyConfig`` or a
+mapping whose keys override the file's) and, when the app has profiles,
+``profile_of(raw_user_id) -> dict | None``.
 """
 
 from __future__ import annotations
@@ -72,9 +75,35 @@ class RewardPublic(BaseModel):
     source: str
 
 
+def _settings(app_state: Any, settings: Any = None) -> Any:
+    settings = settings if settings is not None else getattr(app_state, "settings", None)
+    if settings is None:
+        from journeymap.config import Settings
+
+        settings = Settings.load()
+    return settings
+
+
+def policy_config(app_state: Any, settings: Any = None) -> PolicyConfig:
+    """The decisions' settings: ``settings.policy`` (``[policy]`` in journeymap.toml) under
+    ``app_state.policy_config`` (a library caller's: a ``PolicyConfig`` replaces the file's, a
+    mapping overrides it key by key)."""
+    from_file = getattr(_settings(app_state, settings), "policy", None)
+    base = PolicyConfig.from_mapping(from_file)
+    return PolicyConfig.from_mapping(getattr(app_state, "policy_config", None), defaults=base)
+
+
+def _log_path(app_state: Any, config: PolicyConfig) -> Path | None:
+    """Where the decision log goes: ``config.log``, else beside the store (``shop.decisions.jsonl``)."""
+    if config.log is not None:
+        return Path(config.log)
+    store_path = getattr(app_state, "store_path", None)
+    return None if store_path is None else Path(store_path).with_suffix(".decisions.jsonl")
+
+
 def ensure_policy(app_state: Any, settings: Any = None) -> OnlinePolicy:
-    """``app_state.policy``, made on first use: the bandit and decision log beside
-    ``app_state.store_path``, configured by ``app_state.policy_config`` or ``settings.policy``."""
+    """``app_state.policy``, made on first use: the bandit and decision log where ``policy_config``
+    says (by default beside ``app_state.store_path``)."""
     policy = getattr(app_state, "policy", None)
     if policy is not None:
         return policy
@@ -82,25 +111,31 @@ def ensure_policy(app_state: Any, settings: Any = None) -> OnlinePolicy:
         policy = getattr(app_state, "policy", None)
         if policy is not None:
             return policy
-        settings = settings if settings is not None else getattr(app_state, "settings", None)
-        if settings is None:
-            from journeymap.config import Settings
-
-            settings = Settings.load()
-        store_path = getattr(app_state, "store_path", None)
-        if store_path is None:
+        settings = _settings(app_state, settings)
+        config = policy_config(app_state, settings)
+        log_path = _log_path(app_state, config)
+        if log_path is None:
             raise ConfigError("Decisions need the service's store path (app.state.store_path): the decision log "
-                              "is written beside the store.")
-        raw = getattr(app_state, "policy_config", None) or getattr(settings, "policy", None)
-        config = PolicyConfig.from_mapping(raw)
-        policy = OnlinePolicy.for_store(store_path, secret=settings.require_secret(), config=config)
+                              "is written beside the store unless [policy] log in journeymap.toml says where.")
+        policy = OnlinePolicy(log_path, secret=settings.require_secret(), config=config)
         app_state.policy = policy
     return policy
 
 
 def _has_files(state: Any) -> bool:
-    store_path = getattr(state, "store_path", None)
-    return store_path is not None and Path(store_path).with_suffix(".decisions.pending.jsonl").exists()
+    """Whether a previous run left decisions waiting for their reward (without making the policy;
+    the pending journal's path is worked out once, as this runs on every stored batch)."""
+    pending = getattr(state, "decisions_pending_path", None)
+    if pending is None:
+        try:
+            log_path = _log_path(state, policy_config(state))
+        except ConfigError:
+            return False
+        if log_path is None:
+            return False
+        stem = log_path.with_suffix("")
+        pending = state.decisions_pending_path = stem.with_name(stem.name + ".pending.jsonl")
+    return pending.exists()
 
 
 def startup(app_state: Any) -> None:

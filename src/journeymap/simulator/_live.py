@@ -340,37 +340,80 @@ class LiveShop:
 
 
 # -- where the traffic goes -------------------------------------------------------------------------------
+_STAGES = ("browsing", "carted", "checkout", "purchased")
+_STAGE_OF = {"add_to_cart": 1, "begin_checkout": 2, "purchase": 3}
+
+
 class _Profiles:
-    """A stand-in for the service's live profiles: per user, sessions, purchases, the top
-    category and the preferred device so far (fields named as in ``journeymap profile``)."""
+    """A stand-in for the service's stored profiles: per user, the fields of ``journeymap profile``
+    over the sessions before the current one (the stored profiles are built in the background, so
+    a session's own events reach them after its decision; the request carries the session's own
+    context). Counts (events, sessions, product views, cart adds, checkouts, purchases), session
+    depth and bounce rate, recency and tenure at the current session's start, the furthest funnel
+    stage of the latest session, the top category and the preferred device and channel (of the
+    sessions' first events). A first visit has no profile."""
 
     def __init__(self) -> None:
         self._users: dict[str, dict[str, Any]] = {}
 
     def add(self, events: list[dict[str, Any]]) -> None:
         for e in events:
-            u = self._users.setdefault(e["user_id"], {"sessions": set(), "purchases": set(),
-                                                      "categories": Counter(), "devices": Counter()})
-            u["sessions"].add(e.get("session_id"))
-            u["devices"][e.get("device")] += 1
+            u = self._users.get(e["user_id"])
+            if u is None:
+                u = self._users[e["user_id"]] = {
+                    "open": None, "sessions": 0, "bounces": 0, "events": 0, "product_view": 0, "add_to_cart": 0,
+                    "begin_checkout": 0, "purchases": 0, "first": e["ts"], "last": None, "stage": 0, "now": e["ts"],
+                    "categories": Counter(), "devices": Counter(), "channels": Counter()}
+            open_ = u["open"]
+            if open_ is None or open_["id"] != e.get("session_id"):  # a new session: the last one is history
+                if open_ is not None:
+                    self._close(u, open_)
+                open_ = u["open"] = {"id": e.get("session_id"), "events": 0, "stage": 0, "counts": Counter(),
+                                     "categories": Counter(), "last": e["ts"], "device": e.get("device"),
+                                     "channel": e.get("channel")}
+                u["now"] = e["ts"]
+            kind = e["event_type"]
+            open_["events"] += 1
+            open_["counts"][kind] += 1
+            open_["stage"] = max(open_["stage"], _STAGE_OF.get(kind, 0))
             if e.get("category"):
-                u["categories"][e["category"]] += 1
-            if e["event_type"] == "purchase":
-                u["purchases"].add(e.get("session_id"))
+                open_["categories"][e["category"]] += 1
+            open_["last"] = e["ts"]
+
+    @staticmethod
+    def _close(u: dict[str, Any], s: dict[str, Any]) -> None:
+        u["sessions"] += 1
+        u["bounces"] += s["events"] == 1
+        u["events"] += s["events"]
+        for kind in ("product_view", "add_to_cart", "begin_checkout"):
+            u[kind] += s["counts"][kind]
+        u["purchases"] += s["counts"]["purchase"] > 0
+        u["categories"].update(s["categories"])
+        u["devices"][s["device"]] += 1
+        u["channels"][s["channel"]] += 1
+        u["stage"], u["last"] = s["stage"], s["last"]
 
     def __call__(self, user_id: str) -> dict[str, Any] | None:
         u = self._users.get(str(user_id))
-        if u is None:
+        if u is None or not u["sessions"]:
             return None
         top = u["categories"].most_common(1)
-        return {"sessions": len(u["sessions"]), "purchases": len(u["purchases"]),
+        now = _epoch(u["now"])
+        n = u["sessions"]
+        return {"sessions": n, "events": u["events"], "product_views": u["product_view"],
+                "cart_adds": u["add_to_cart"], "checkouts": u["begin_checkout"], "purchases": u["purchases"],
+                "mean_session_events": u["events"] / n, "bounce_rate": u["bounces"] / n,
+                "recency_days": (now - _epoch(u["last"])) / 86400.0,
+                "tenure_days": (now - _epoch(u["first"])) / 86400.0,
+                "funnel_stage": _STAGES[u["stage"]],
                 "top_categories": [{"name": top[0][0]}] if top else [],
-                "preferred_device": u["devices"].most_common(1)[0][0]}
+                "preferred_device": u["devices"].most_common(1)[0][0],
+                "preferred_channel": u["channels"].most_common(1)[0][0]}
 
 
 class InProcessTarget:
     """An ``OnlinePolicy`` driven directly, as the service would drive it: events go to its reward
-    join, decisions get profile context from a stand-in for the service's live profiles."""
+    join, decisions get profile context from a stand-in for the service's stored profiles."""
 
     def __init__(self, policy: Any) -> None:
         self.policy = policy
