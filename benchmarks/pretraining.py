@@ -28,32 +28,15 @@ occurred in training.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import time
 from pathlib import Path
 
 import numpy as np
+from _machine import machine  # benchmarks/ is the script's folder, so first on sys.path
 
 OUT = Path(__file__).resolve().parent / "out" / "pretraining"
 SECRET = "benchmark-secret-0123456789abcdef"
 SECTIONS = ("fractions", "single-task", "calibration", "effects", "text")
-
-
-def machine() -> str:
-    cpu = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    import torch
-
-    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return (f"{cpu}, {os.cpu_count()} cores, {mem:.0f} GiB RAM, {platform.system()} {platform.release()}, "
-            f"Python {platform.python_version()}, torch {torch.__version__} on {torch.get_num_threads()} thread(s)")
 
 
 def simulated_store(users: int, days: int, seed: int) -> Path:
@@ -106,7 +89,8 @@ def main() -> None:
     log = read_event_log(store, settings=Settings(secret=SECRET))
     test, pool = split_users(len(log), [0.2], 0)
     pool_log, test_log = log.take(pool), log.take(test)
-    print(f"Machine: {machine()} ({time.strftime('%Y-%m-%d')})")
+    print(f"Machine: {machine('numpy', 'torch', load=True)}, torch on {torch.get_num_threads()} thread(s) "
+          f"({time.strftime('%Y-%m-%d')})")
     print(f"Store: {args.users:,} simulated users over {args.days} days (seed {args.seed}): {log.events:,} events, "
           f"{len(np.unique(log.sessions)):,} sessions; {len(test):,} test users, {len(pool):,} users for training.")
 
