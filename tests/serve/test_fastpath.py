@@ -198,3 +198,17 @@ def test_duplicates_are_found_in_memory_and_late_ones_in_the_store(store):
         with client.app.state.service.reader() as con:
             assert con.execute("SELECT count(*) FROM events WHERE item_id = 'sku-1' AND user_id = ?",
                                [client.app.state.service.pseudonymize("dedupe-user")]).fetchall()[0][0] == 4
+
+
+def test_the_catalog_takes_a_changed_item_and_skips_an_unchanged_one(client):
+    service = client.app.state.service
+    with service.reader() as con:
+        item, name, price = con.execute("SELECT item_id, name, price FROM items WHERE price IS NOT NULL "
+                                        "ORDER BY item_id LIMIT 1").fetchall()[0]
+    event = {"user_id": "catalog-user", "ts": "2024-01-06 12:00:00", "event_type": "product_view", "item_id": item}
+    same = client.post("/v1/events", json={**event, "price": price}, headers=auth("ingest")).json()
+    changed = client.post("/v1/events", json={**event, "ts": "2024-01-06 12:01:00", "price": price + 1.5},
+                          headers=auth("ingest")).json()
+    assert same["accepted"] == changed["accepted"] == 1
+    with service.reader() as con:
+        assert con.execute("SELECT name, price FROM items WHERE item_id = ?", [item]).fetchall() == [(name, price + 1.5)]

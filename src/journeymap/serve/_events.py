@@ -132,6 +132,10 @@ class EventWriter:
             self.con.execute("UPDATE ingests SET finished_at = now()::TIMESTAMP, stored = (SELECT count(*) FROM "
                              "events e WHERE e.ingest_id = ingests.ingest_id) "
                              "WHERE finished_at IS NULL AND format = 'api'")
+            # The catalog as stored (up to MAX_CACHED_ITEMS items): a known, unchanged item is not upserted.
+            self._items = {item: [name, category, brand, price] for item, name, category, brand, price in
+                           self.con.execute("SELECT item_id, name, category, brand, price FROM items LIMIT ?",
+                                            [MAX_CACHED_ITEMS]).fetchall()}
             latest = self.con.execute("SELECT max(ts) FROM events").fetchall()[0][0]
             self._since = datetime.min if latest is None else latest + timedelta(microseconds=1)
         self._thread = threading.Thread(target=self._run, name="journeymap-writer", daemon=True)
