@@ -20,10 +20,10 @@ import json
 import logging
 import threading
 import time
-from datetime import datetime, timedelta
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from pathlib import Path
 from queue import Empty, Queue
 from typing import Annotated, Any, Literal
