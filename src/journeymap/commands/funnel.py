@@ -31,6 +31,17 @@ def _split(values: list[str] | None) -> list[str]:
     return [v.strip() for text in values or [] for v in text.split(",") if v.strip()]
 
 
+def step_windows(pairs: list[str] | None) -> dict[str, str]:
+    """STEP=DURATION option values (comma-separated and/or repeated) as {step: duration}."""
+    windows = {}
+    for pair in _split(pairs):
+        name, sep, text = pair.partition("=")
+        if not sep or not name.strip() or not text.strip():
+            raise JourneymapError(f"A --step-window takes STEP=DURATION, like purchase=30m. Got '{pair}'.")
+        windows[name.strip()] = text.strip()
+    return windows
+
+
 def _seconds(value: float | None) -> str:
     if value is None:
         return "-"
@@ -71,12 +82,7 @@ def funnel_command(
     from journeymap.journeys._base import save_segment as save
     from journeymap.journeys._funnel import funnel
 
-    windows = {}
-    for pair in _split(step_window):
-        name, sep, text = pair.partition("=")
-        if not sep or not name.strip() or not text.strip():
-            raise JourneymapError(f"A --step-window takes STEP=DURATION, like purchase=30m. Got '{pair}'.")
-        windows[name.strip()] = text.strip()
+    windows = step_windows(step_window)
     if save_dropped_at and not save_segment:
         raise JourneymapError("--save-dropped-at names whom to save; give the segment's name with --save-segment too.")
     if save_segment and engine != "duckdb":

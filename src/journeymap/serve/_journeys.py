@@ -125,15 +125,10 @@ def funnel(
     over_time: Annotated[str | None, Query(description="Entries and conversions per day or week.")] = None,
 ) -> Response:
     """Funnel: count, rate from start and from the previous step, and median time, per step."""
-    from journeymap.commands.funnel import _split
+    from journeymap.commands.funnel import _split, step_windows
     from journeymap.journeys._funnel import funnel as run
 
-    windows = {}
-    for pair in _split(step_window):
-        name, sep, text = pair.partition("=")
-        if not sep or not name.strip() or not text.strip():
-            raise JourneymapError(f"A --step-window takes STEP=DURATION, like purchase=30m. Got '{pair}'.")
-        windows[name.strip()] = text.strip()
+    windows = step_windows(step_window)
     with open_journeys(service, f) as journeys:
         result = run(journeys, _split([steps]), window=window, order=order, per=per, exclude=_split(exclude),
                      optional=_split(optional), breakdown=breakdown, step_windows=windows, over_time=over_time)
