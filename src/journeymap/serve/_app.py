@@ -23,6 +23,7 @@ from journeymap.config import DEMO_SECRET, Settings
 from journeymap.exceptions import JourneymapError, StoreError
 from journeymap.serve._auth import Admin, KeyRing, Read, load_api_keys, require
 from journeymap.serve._bus import Bus, make_bus
+from journeymap.serve._fastlane import FastLane
 from journeymap.serve._metrics import Metrics
 from journeymap.serve._service import Service, ServiceDep
 
@@ -53,6 +54,7 @@ def create_app(
     profile_wait_seconds: float = 10.0,
     update_profiles: bool = True,
     profile_refresh_seconds: float = 30.0,
+    fast_lane: bool = True,
 ) -> FastAPI:
     """The service over the store at ``store_path`` (created if missing).
 
@@ -64,7 +66,8 @@ def create_app(
     profile read waits up to ``profile_wait_seconds`` for the profile update the service runs at
     start (it may be the first build); ``update_profiles=False`` leaves the profiles to ``journeymap profiles``. The stored
     profiles are brought up to date at most every ``profile_refresh_seconds``; in between, a user
-    with newer events gets a live profile (``profiles._live``).
+    with newer events gets a live profile (``profiles._live``). ``fast_lane``: serve ordinary event and
+    decision requests without FastAPI's per-request machinery (``_fastlane``; the replies are the same).
     """
     settings = settings or Settings.load()
     if demo:  # the decisions' rewards pseudonymize with the settings' secret too
@@ -102,7 +105,12 @@ def create_app(
     app.state.store_path = service.store_path
     app.state.pseudonymize = service.pseudonymize
     app.state.profile_of = service.profile_of_async
-    app.add_middleware(_Timing, metrics=metrics)
+    if fast_lane:
+        lanes = {("POST", "/v1/events"): ("ingest", _events.lane)}
+        if decisions is not None and hasattr(decisions, "lane"):
+            lanes[("POST", "/v1/decisions")] = ("decide", decisions.lane)
+        app.add_middleware(FastLane, fastapi=app, lanes=lanes, metrics=metrics)
+    app.add_middleware(_Timing, metrics=metrics)  # outside the lane: every request is counted
     app.add_exception_handler(JourneymapError, _journeymap_error)
     app.include_router(ops)
     app.include_router(_events.router)

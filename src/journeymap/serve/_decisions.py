@@ -13,12 +13,13 @@ mapping whose keys override the file's) and, when the app has profiles,
 from __future__ import annotations
 
 import inspect
+import json
 import threading
 from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Depends, HTTPException, Request
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from journeymap.exceptions import ConfigError, JourneymapError
@@ -178,8 +179,12 @@ async def _profile(state: Any, user_id: Any) -> dict | None:
 
 
 def _policy(request: Request) -> OnlinePolicy:
+    return _policy_of(request.app.state)
+
+
+def _policy_of(state: Any) -> OnlinePolicy:
     try:
-        return ensure_policy(request.app.state)
+        return ensure_policy(state)
     except ConfigError as exc:
         raise HTTPException(503, f"Decisions are not available: {exc}") from None
 
@@ -187,14 +192,29 @@ def _policy(request: Request) -> OnlinePolicy:
 @router.post("/v1/decisions", response_model=DecisionPublic, dependencies=_DEPENDENCIES)
 async def create_decision(body: DecisionCreate, request: Request) -> dict[str, Any]:
     """Choose the next-best action for a user and log the decision."""
-    policy = _policy(request)
-    profile = await _profile(request.app.state, body.user_id)
+    return await decide(request.app.state, body)
+
+
+async def decide(state: Any, body: DecisionCreate) -> dict[str, Any]:
+    """The decision for a request: chosen, logged, and returned as its public fields."""
+    policy = _policy_of(state)
+    profile = await _profile(state, body.user_id)
     actions = [a.model_dump() if isinstance(a, ActionIn) else a for a in body.actions]
     try:
         decision = policy.decide(body.user_id, actions, context=body.context, profile=profile, ts=body.ts)
     except JourneymapError as exc:
         raise HTTPException(422, str(exc)) from None
     return decision.to_public()
+
+
+async def lane(state: Any, raw: bytes) -> tuple[int, dict[str, Any]] | None:
+    """``POST /v1/decisions`` for ``_fastlane.FastLane``: a body the request model refuses goes to
+    FastAPI (None), which answers with its own 422; the reply is validated like the response model."""
+    try:
+        body = DecisionCreate.model_validate(json.loads(raw))
+    except (ValueError, ValidationError):  # JSON errors are ValueErrors
+        return None
+    return 200, DecisionPublic.model_validate(await decide(state, body)).model_dump(mode="json")
 
 
 # A plain def: it may read the log file, so FastAPI runs it in its thread pool, off the event loop.

@@ -58,16 +58,14 @@ SOURCE = "POST /v1/events"  # the quarantine's file column for live events
 MAX_EVENTS = 10_000  # per request; larger loads belong to `journeymap ingest`
 GROUP_EVENTS = 20_000  # per writer transaction
 COUNTS_EVERY_S = 1.0  # the plain path updates the ingest's counts at most this often
-VALUES_ROWS = 32  # plain events up to this many per transaction are inserted as bound parameters
 MAX_RECENT_IDS = 1_000_000  # event ids the writer remembers for deduplication (about 150 MB)
 MAX_CACHED_ITEMS = 200_000  # catalog entries the writer remembers, to skip upserts that change nothing
-_FAST_SCHEMA = pa.schema([
-    ("event_id", pa.string()), ("user_id", pa.string()), ("ts", pa.timestamp("us")), ("event_type", pa.string()),
-    *((f, pa.string()) for f in ("session_id", "item_id", "category", "brand")),
-    ("price", pa.float64()), ("quantity", pa.int32()),
-    *((f, pa.string()) for f in ("channel", "device", "query", "text")),
-    ("rating", pa.float64()), ("properties", pa.string()), ("item_name", pa.string()),
-])
+# The plain path's rows as one parameter: the events table's columns and types.
+_PLAIN_ROWS = "STRUCT(" + ", ".join(f"{c} {t}" for c, t in (
+    ("event_id", "UUID"), ("user_id", "VARCHAR"), ("ts", "TIMESTAMP"), ("event_type", "VARCHAR"),
+    *((c, "VARCHAR") for c in ("session_id", "item_id", "category", "brand")), ("price", "DOUBLE"),
+    ("quantity", "INTEGER"), *((c, "VARCHAR") for c in ("channel", "device", "query", "text")), ("rating", "DOUBLE"),
+    ("properties", "JSON"))) + ")[]"
 
 
 @dataclass
@@ -429,24 +427,20 @@ class EventWriter:
             if event_id not in self._recent and event_id not in candidates:
                 candidates[event_id] = row
         inserted: list[tuple[str, datetime]] = []
-        if candidates and not late and len(candidates) <= VALUES_ROWS:
-            # A few rows: bound as parameters, a third of the time of registering an Arrow table.
-            marks = ", ".join([f"({', '.join('?' * len(EVENT_COLUMNS))}, {int(ingest_id)})"] * len(candidates))
-            params = [str(v) if c == "event_id" else v for row in candidates.values()
-                      for c, v in ((c, row[c]) for c in EVENT_COLUMNS)]
-            inserted = [(str(event_id), ts) for event_id, ts in con.execute(
-                f"INSERT INTO events ({cols}, ingest_id) VALUES {marks} RETURNING event_id, ts", params).fetchall()]
-        elif candidates:
-            con.register("__plain", pa.Table.from_pylist(
-                [{**row, "event_id": event_id} for event_id, row in candidates.items()], schema=_FAST_SCHEMA))
-            try:
+        if candidates:
+            # One LIST(STRUCT) parameter: DuckDB binds it once, where a VALUES list binds every
+            # field (1.8 ms against 2.7 ms for 10 events, 2.2 against 4.7 for 30).
+            rows_param = [{c: (event_id if c == "event_id" else row[c]) for c in EVENT_COLUMNS}
+                          for event_id, row in candidates.items()]
+            if late:  # only these can be in the store unremembered: RETURNING says which were new
                 inserted = [(str(event_id), ts) for event_id, ts in con.execute(f"""
                     INSERT INTO events ({cols}, ingest_id)
-                    SELECT CAST(event_id AS UUID) AS event_id, {cols.replace('event_id, ', '', 1)},
-                           {int(ingest_id)} FROM __plain v {check}
-                    RETURNING event_id, ts""", params).fetchall()]
-            finally:
-                con.unregister("__plain")
+                    SELECT {cols}, {int(ingest_id)} FROM (SELECT unnest(?::{_PLAIN_ROWS}, recursive := true)) v
+                    {check} RETURNING event_id, ts""", [rows_param, *params]).fetchall()]
+            else:  # every candidate is new: remembered ids cover the store from ``_since`` on
+                con.execute(f"INSERT INTO events ({cols}, ingest_id) SELECT {cols}, {int(ingest_id)} "
+                            f"FROM (SELECT unnest(?::{_PLAIN_ROWS}, recursive := true))", [rows_param])
+                inserted = [(event_id, row["ts"]) for event_id, row in candidates.items()]
         self._stored_now.extend(inserted)
         new = {event_id for event_id, _ in inserted}
         self._upsert_plain_items(flat, ingest_id)
@@ -588,14 +582,26 @@ WriterDep = Annotated[EventWriter, Depends(_writer)]
              responses={422: {"model": EventsPublic, "description": "Every event was rejected (and quarantined)."}})
 async def post_events(request: Request, _: Ingest, writer: WriterDep) -> JSONResponse:
     """Store one event or a batch: validated like batch ingest, pseudonymized, idempotent by event id."""
-    items = events_of(await request.body())
+    status, body = await store_events(writer, await request.body())
+    return JSONResponse(body, status_code=status)
+
+
+async def store_events(writer: EventWriter, body: bytes) -> tuple[int, dict[str, Any]]:
+    """The reply to a request body of events, once they are committed: 200, or 422 when every
+    event was rejected. Raises ``HTTPException`` (before anything is written) for a malformed body."""
+    items = events_of(body)
     try:
         future = writer.submit(items)
     except RuntimeError:
         raise HTTPException(503, "The service is shutting down; send the events again shortly.") from None
     result = await asyncio.wrap_future(future)
-    body = result.to_dict()
-    return JSONResponse(body, status_code=200 if body["accepted"] or body["duplicates"] else 422)
+    reply = result.to_dict()
+    return 200 if reply["accepted"] or reply["duplicates"] else 422, reply
+
+
+async def lane(state: Any, body: bytes) -> tuple[int, dict[str, Any]]:
+    """``POST /v1/events`` for ``_fastlane.FastLane``."""
+    return await store_events(state.service.writer, body)
 
 
 def events_of(body: bytes) -> list[Any]:

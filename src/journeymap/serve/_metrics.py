@@ -28,6 +28,8 @@ METRICS: dict[str, tuple[str, str]] = {
     "journeymap_http_errors_total": ("counter", "HTTP requests that failed on the server (5xx), by route."),
     "journeymap_http_request_duration_seconds": ("histogram", "HTTP request latency by route and method."),
     "journeymap_decision_duration_seconds": ("histogram", "Latency of POST /v1/decisions."),
+    "journeymap_fast_lane_requests_total": ("counter", "Event and decision requests by who answered them: the "
+                                            "fast lane, or FastAPI (errors, other content types)."),
     "journeymap_profile_updates_total": ("counter", "Incremental profile updates run after new events."),
     "journeymap_profile_update_duration_seconds": ("histogram", "Time of one incremental profile update."),
     "journeymap_profile_update_errors_total": ("counter", "Profile updates that failed (retried with the next events)."),
