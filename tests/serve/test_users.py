@@ -154,3 +154,28 @@ def test_predictions_without_a_model_say_how_to_get_one(client):
     assert response.status_code == 503
     assert response.json()["detail"] == ("No model is loaded; start the service with --model PATH (train one with "
                                          "`journeymap train`).")
+
+
+def test_decisions_read_every_stored_profile_from_memory_as_the_store_gives_it(store, shop):
+    """After a profile update the decisions' profile fields come from one bulk read, held in memory:
+    for known and unknown users alike they equal a read of the user's row."""
+    import asyncio
+
+    with TestClient(make_app(store)) as client:
+        service = client.app.state.service
+        assert service.profiles.wait_ready(30)
+        deadline = time.monotonic() + 30
+        while service._decision_snapshot() is None:  # loads in the background after the update
+            assert time.monotonic() < deadline, "the profiles' decision fields did not load"
+            time.sleep(0.05)
+        raw_ids = [*shop.users[:25], "no-such-user"]
+        from_memory = {raw: asyncio.run(service.profile_of_async(raw)) for raw in raw_ids}
+        service._decision_profiles = None  # forget the per-user cache: each call reads the store
+        service._snapshot = None
+        service._snapshot_loading = service.profiles.covered  # and keep the bulk read from starting again
+        from_store = {raw: service.profile_of(raw) for raw in raw_ids}
+    assert from_memory == from_store
+    assert from_memory["no-such-user"] is None
+    known = [p for p in from_memory.values() if p is not None]
+    assert len(known) == 25
+    assert {p["events"] for p in known} != {None} and all(p["top_categories"] for p in known[:5])
