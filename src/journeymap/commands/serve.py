@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 from pathlib import Path
 from typing import Annotated, Optional
@@ -45,6 +46,10 @@ def serve(
                      profile_refresh_seconds=refresh)
     _preflight(store, app.state.settings.require_secret(), demo)
     out.print(f"serving {store} on http://{host}:{port} (docs at /docs, bus {bus})", highlight=False)
+    # What exists now (the imported libraries above all) lives as long as the process: kept out of
+    # the cyclic collector's full passes, which otherwise took 50-100 ms each under load.
+    gc.collect()
+    gc.freeze()
     uvicorn.run(app, host=host, port=port, log_level=log_level.lower(), access_log=log_level.lower() == "debug")
 
 
