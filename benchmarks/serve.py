@@ -176,14 +176,14 @@ def rss_mb(pid: int) -> float:
 
 
 class Server:
-    def __init__(self, work: Path) -> None:
+    def __init__(self, work: Path, extra: list[str]) -> None:
         self.work = work
         self.port = free_port()
         exe = Path(sys.executable).with_name("journeymap")
         env = {**os.environ, "JOURNEYMAP_SECRET": SECRET, "JOURNEYMAP_API_KEYS": f"{API_KEY}:admin"}
         self.log = open(work / "server.log", "w")
         self.proc = subprocess.Popen([str(exe), "serve", "--store", str(work / "shop.duckdb"), "--port",
-                                      str(self.port), "--log-level", "warning"], env=env, stdout=self.log,
+                                      str(self.port), "--log-level", "warning", *extra], env=env, stdout=self.log,
                                      stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
@@ -233,6 +233,7 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=64, help="keep-alive connections in the pool")
     parser.add_argument("--phases", default="healthz,ingest,decisions")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--profile-refresh", default="30s", help="the server's --profile-refresh")
     args = parser.parse_args()
     rates = [float(r) for r in args.rates.split(",")]
     kinds = args.phases.split(",")
@@ -244,7 +245,7 @@ def main() -> None:
     events, decisions = traffic(need if "ingest" in kinds else 0, need if "decisions" in kinds else 0, args.seed)
     print(f"traffic: {len(events):,} events, {len(decisions):,} decision requests "
           f"(events from the live simulator, one per request)\n")
-    server = Server(OUT)
+    server = Server(OUT, ["--profile-refresh", args.profile_refresh])
     rows = []
     try:
         sent_events = sent_decisions = 0
