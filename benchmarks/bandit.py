@@ -294,6 +294,23 @@ def over_http(seconds: float, rate: float, seed: int) -> dict | None:
     return out
 
 
+def http_report(args: argparse.Namespace) -> dict | None:
+    """The run over HTTP, printed: its summary, regret table and per-persona greedy choices."""
+    http = over_http(args.http_seconds, args.http_rate, args.seed)
+    if http is None:
+        return None
+    print(f"\n## Over HTTP: journeymap serve, {args.http_seconds:.0f} s at {args.http_rate:g} sessions/s\n")
+    print(json.dumps({**http["summary"], "errors": http["errors"],
+                      "decisions in the server's log": http.get("log_decisions")}, indent=1))
+    if len(http["run"].decisions):
+        print()
+        print(markdown(regret_table(http["run"], "http")))
+    if "personas" in http:
+        print()
+        print(markdown(http["personas"]))
+    return http
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sessions", type=int, default=100_000, help="simulated sessions per policy, in process")
@@ -301,6 +318,7 @@ def main() -> None:
     parser.add_argument("--fresh-sessions", type=int, default=20_000, help="fresh traffic per offline comparison")
     parser.add_argument("--http-seconds", type=float, default=60.0, help="0: skip the run over HTTP")
     parser.add_argument("--http-rate", type=float, default=50.0, help="sessions per second over HTTP")
+    parser.add_argument("--http-only", action="store_true", help="only the run over HTTP")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--repeat-seeds", default="", help="more seeds for the first exploration, comma-separated")
     parser.add_argument("--ceiling-sessions", type=int, default=60_000, help="uniform traffic for what the "
@@ -310,6 +328,9 @@ def main() -> None:
     print(machine("vowpalwabbit", "fastapi", "numpy", load=True))
     print(f"\ntruth (best action per persona): {BEST_ACTION}")
 
+    if args.http_only:
+        http_report(args)
+        return
     tables, runs, personas, policies, results = [], {}, {}, {}, {}
     for exploration in args.explorations.split(","):
         work = OUT / exploration
@@ -386,19 +407,7 @@ def main() -> None:
     for policy in policies.values():
         policy.close()
 
-    http = None
-    if args.http_seconds > 0:
-        http = over_http(args.http_seconds, args.http_rate, args.seed)
-        if http is not None:
-            print(f"\n## Over HTTP: journeymap serve, {args.http_seconds:.0f} s at {args.http_rate:g} sessions/s\n")
-            print(json.dumps({**http["summary"], "errors": http["errors"],
-                              "decisions in the server's log": http.get("log_decisions")}, indent=1))
-            if len(http["run"].decisions):
-                print()
-                print(markdown(regret_table(http["run"], "http")))
-            if "personas" in http:
-                print()
-                print(markdown(http["personas"]))
+    http = http_report(args) if args.http_seconds > 0 else None
 
     (OUT / "results.json").write_text(json.dumps({
         "machine": machine("vowpalwabbit", "fastapi", "numpy"), "args": vars(args),
