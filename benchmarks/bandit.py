@@ -308,6 +308,9 @@ def http_report(args: argparse.Namespace) -> dict | None:
     if "personas" in http:
         print()
         print(markdown(http["personas"]))
+    if len(http["run"].decisions):
+        figure(OUT / "regret-http.html", {"http": http["run"]})
+        print(f"\nfigure: {OUT / 'regret-http.html'}")
     return http
 
 
