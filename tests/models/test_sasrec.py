@@ -59,6 +59,46 @@ def test_a_checkpoint_rebuilds_the_network(tmp_path):
     np.testing.assert_array_equal(loaded.score_items(prefixes), model.score_items(prefixes))
 
 
+def _return_log(n: int, seed: int) -> list[list[str]]:
+    """Sessions x, y, x of random distinct items: only a return to the session's first item predicts
+    the third click, whatever the items."""
+    rng = np.random.default_rng(seed)
+    return [[f"i{a}", f"i{b}", f"i{a}"] for a, b in (rng.choice(60, 2, replace=False) for _ in range(n))]
+
+
+def test_the_repeat_bonus_learns_to_return_to_an_item_of_the_session(tmp_path):
+    train, test = _return_log(600, 0), _return_log(200, 1)
+    cases = TestCases.from_sessions(test)
+    model = SASRec(**{**TINY, "epochs": 8, "max_len": 4}, repeat=True)
+    # Half the test cases are second clicks (y: a guess among 59), half returns to x.
+    assert evaluate(model, train, cases, metrics=("P@1",), n_resamples=0)["P@1"] >= 48.0
+    bias = model._network()["repeat_bias"].weight.detach().numpy()[:, 0]
+    assert bias[1] > bias[0] + 1  # x was one click ago; returning to y (just clicked) is not rewarded
+    loaded = SequenceModel.load(model.save(tmp_path / "repeat.npz"))
+    assert loaded.repeat is True
+    np.testing.assert_array_equal(loaded.score_items(test[:5]), model.score_items(test[:5]))
+
+
+def test_the_repeat_bonus_adds_its_weight_for_each_earlier_click_of_an_item():
+    import torch
+
+    from journeymap.models._sasrec import _logits, _network
+
+    net = _network(5, 4, 1, 1, 4, 0.0, 0, False, repeat=True)
+    with torch.no_grad():
+        net["repeat_bias"].weight[:, 0] = torch.tensor([1.0, 10.0, 100.0, 1000.0])
+    items = torch.tensor([[2, 3, 2, 5], [4, 5, 5, 5]])  # 5 pads
+    states = torch.randn(3, 4)
+    rows, steps = torch.tensor([0, 0, 1]), torch.tensor([2, 1, 0])
+    plain = states @ net["item_embedding"].weight[:5].T
+    bonus = (_logits(net, states, items, rows, steps, 5) - plain).detach().numpy()
+    expected = np.zeros((3, 5))
+    expected[0, 2], expected[0, 3] = 1 + 100, 10  # row 0 at step 2: item 2 now and 2 clicks ago, 3 one ago
+    expected[1, 2], expected[1, 3] = 10, 1  # at step 1: the later click of item 2 is not seen yet
+    expected[2, 4] = 1
+    np.testing.assert_allclose(bonus, expected, atol=1e-5)
+
+
 def test_refit_trains_anew_on_every_session_for_the_best_number_of_epochs():
     log = CYCLIC + [["q1", "q2"]] * 15  # only the most recent sessions, held out, show q2 after q1
     held_out = SASRec(**{**TINY, "validation": 0.19, "refit": False, "epochs": 4}).fit(log)

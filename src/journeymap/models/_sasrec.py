@@ -42,6 +42,8 @@ class SASRec(SequenceModel):
     MRR@20 on the most recent ``validation`` share of the sessions (0: no hold-out); with ``refit``
     a new network then trains on every session for the best number of epochs.
     ``time_gaps``: add the time since the previous click (``fit(..., times=...)``).
+    ``repeat``: add to an item's score a learned bonus for each time it is already in the prefix,
+    by how many clicks ago (a copy mechanism; in session logs many next clicks return to an item).
     ``threads``: torch CPU threads while fitting and scoring (None: torch's default).
     """
 
@@ -51,7 +53,8 @@ class SASRec(SequenceModel):
     def __init__(self, hidden: int = 64, blocks: int = 2, heads: int = 1, max_len: int = 50, dropout: float = 0.2,
                  learning_rate: float = 1e-3, weight_decay: float = 0.0, batch_size: int = 128, epochs: int = 50,
                  patience: int = 3, validation: float = 0.1, refit: bool = True, time_gaps: bool = False,
-                 seed: int = 0, device: str = "auto", threads: int | None = 1, verbose: bool = True) -> None:
+                 repeat: bool = False, seed: int = 0, device: str = "auto", threads: int | None = 1,
+                 verbose: bool = True) -> None:
         self.hidden = hidden
         self.blocks = blocks
         self.heads = heads
@@ -65,6 +68,7 @@ class SASRec(SequenceModel):
         self.validation = validation
         self.refit = refit
         self.time_gaps = time_gaps
+        self.repeat = repeat
         self.seed = seed
         self.device = device
         self.threads = threads
@@ -82,8 +86,9 @@ class SASRec(SequenceModel):
         T.check_probability(self, "dropout")
         T.check_number(self, "weight_decay")
         T.check_number(self, "learning_rate", zero=False)
-        if not isinstance(self.time_gaps, bool):
-            raise JourneymapError(f"SASRec's 'time_gaps' must be True or False. Got {self.time_gaps!r}.")
+        for attr in ("time_gaps", "repeat"):
+            if not isinstance(getattr(self, attr), bool):
+                raise JourneymapError(f"SASRec's '{attr}' must be True or False. Got {getattr(self, attr)!r}.")
 
     # -- fitting ------------------------------------------------------------------------------------
     def fit(self, sequences: Sequence[Sequence[Any]], event_types: Sequence[Sequence[str]] | None = None,
@@ -143,7 +148,7 @@ class SASRec(SequenceModel):
                     inputs, targets, extra = _gather(train, train_side, windows, batch, n_items, device)
                     hidden = _encode(net, inputs, *extra)  # (B, T, C)
                     valid = targets >= 0
-                    logits = hidden[valid] @ net["item_embedding"].weight[:n_items].T  # (positions, n_items)
+                    logits = _logits(net, hidden[valid], inputs, *valid.nonzero(as_tuple=True), n_items)
                     yield F.cross_entropy(logits, targets[valid], reduction="sum") / per_batch
 
             validate = None
@@ -155,7 +160,7 @@ class SASRec(SequenceModel):
 
     def _build(self) -> Any:
         return _network(len(self.vocab_), self.hidden, self.blocks, self.heads, self.max_len, self.dropout,
-                        len(self.event_types_), self.time_gaps)
+                        len(self.event_types_), self.time_gaps, getattr(self, "repeat", False))
 
     # -- scoring with the optional inputs -------------------------------------------------------------
     def score_items(self, prefixes: Sequence[Sequence[Any]], event_types: Sequence[Sequence[str]] | None = None,
@@ -201,8 +206,9 @@ class SASRec(SequenceModel):
         with T.session(self.threads), torch.no_grad():
             hidden = _encode(net, *(torch.from_numpy(a).to(device) for a in (items, *extra)))  # (n, T, C)
             last = torch.from_numpy(np.maximum(lengths - 1, 0)).to(device)
-            final = hidden[torch.arange(len(items), device=device), last]  # (n, C)
-            scores = (final @ net["item_embedding"].weight[:n_items].T).double().cpu().numpy()  # (n, n_items)
+            rows = torch.arange(len(items), device=device)
+            items_t = torch.from_numpy(items).to(device)
+            scores = _logits(net, hidden[rows, last], items_t, rows, last, n_items).double().cpu().numpy()  # (n, n_items)
         scores[lengths == 0] = T.log_popularity(self.vocab_.counts)
         return scores
 
@@ -247,7 +253,7 @@ def _gap_buckets(sequences: list, times: Sequence[Sequence[Any]]) -> np.ndarray:
 
 # -- the network (torch is imported here, not at module import) ------------------------------------
 def _network(n_items: int, hidden: int, blocks: int, heads: int, max_len: int, dropout: float,
-             n_types: int, time_gaps: bool) -> Any:
+             n_types: int, time_gaps: bool, repeat: bool = False) -> Any:
     """Embeddings, causal pre-norm transformer blocks, final norm; initialized N(0, 0.02), zero biases."""
     import torch
     from torch import nn
@@ -264,6 +270,8 @@ def _network(n_items: int, hidden: int, blocks: int, heads: int, max_len: int, d
         modules["type_embedding"] = nn.Embedding(n_types + 1, hidden)  # 0: unknown type
     if time_gaps:
         modules["gap_embedding"] = nn.Embedding(GAP_BUCKETS, hidden)
+    if repeat:
+        modules["repeat_bias"] = nn.Embedding(max_len, 1)  # by clicks ago: 0 is the last click
     net = nn.ModuleDict(modules)
     with torch.no_grad():
         for name, parameter in net.named_parameters():
@@ -274,7 +282,24 @@ def _network(n_items: int, hidden: int, blocks: int, heads: int, max_len: int, d
             else:
                 nn.init.zeros_(parameter)
         net["item_embedding"].weight[n_items].zero_()
+        if repeat:
+            net["repeat_bias"].weight.zero_()  # starts as plain SASRec
     return net
+
+
+def _logits(net: Any, states: Any, items: Any, rows: Any, steps: Any, n_items: int) -> Any:
+    """Scores over every item (P, n_items) for the states (P, C) at positions (rows, steps) of the
+    (B, T) inputs ``items``; with ``repeat_bias``, plus its bonus for each earlier click of an item."""
+    import torch
+
+    logits = states @ net["item_embedding"].weight[:n_items].T
+    if "repeat_bias" not in net:
+        return logits
+    seen = items[rows]  # (P, T): each position's whole window; only clicks up to the position count
+    ago = steps[:, None] - torch.arange(items.shape[1], device=items.device)[None, :]
+    counted = (ago >= 0) & (seen < n_items)
+    bonus = net["repeat_bias"].weight[ago.clamp(min=0), 0] * counted
+    return logits.scatter_add(1, torch.where(counted, seen, 0), bonus)
 
 
 def _encode(net: Any, items: Any, *extra: Any) -> Any:
@@ -345,6 +370,6 @@ def _validate(net: Any, held: Encoded, side: tuple[np.ndarray, ...], max_len: in
         inputs, targets, extra = _gather(held, side, windows, batch, n_items, device)
         hidden = _encode(net, inputs, *extra)
         valid = targets >= 0
-        s, n = T.mrr_at(hidden[valid] @ net["item_embedding"].weight[:n_items].T, targets[valid])
+        s, n = T.mrr_at(_logits(net, hidden[valid], inputs, *valid.nonzero(as_tuple=True), n_items), targets[valid])
         total, cases = total + s, cases + n
     return 100.0 * total / max(cases, 1)
