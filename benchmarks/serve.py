@@ -216,11 +216,13 @@ async def phase(server: Server, method: str, path: str, bodies: list, rate: floa
 
     sampler = asyncio.create_task(sample())
     cpu = cpu_seconds(server.proc.pid)
+    own = time.process_time()
     try:
         result = await load(server.port, method, path, bodies, rate, seconds, connections)
     finally:
         sampler.cancel()
     result["cpu_ms"] = (cpu_seconds(server.proc.pid) - cpu) / result["sent"] * 1000
+    result["client_cpu_ms"] = (time.process_time() - own) / result["sent"] * 1000
     memory.append(rss_mb(server.proc.pid))
     result["rss_mb"] = (memory[0], max(memory), memory[-1])
     return result
@@ -265,15 +267,16 @@ def main() -> None:
                 print(f"{kind:9} {rate:6.0f}/s  sent {r['sent']:6,}  ok {r['ok']:6,}  errors {r['errors']:4}  "
                       f"throughput {r['throughput']:7.1f}/s  p50 {r['p50_ms']:6.1f} ms  p99 {r['p99_ms']:7.1f} ms  "
                       f"max {r['max_ms']:7.1f} ms  server CPU {r['cpu_ms']:.2f} ms/req  RSS {r['rss_mb'][0]:.0f}->{r['rss_mb'][2]:.0f} MB "
-                      f"(peak {r['rss_mb'][1]:.0f})" + ("" if not r["errors"] else f"  {r['statuses']}"), flush=True)
+                      f"(peak {r['rss_mb'][1]:.0f})  client CPU {r['client_cpu_ms']:.2f} ms/req" + ("" if not r["errors"] else f"  {r['statuses']}"), flush=True)
     finally:
         server.stop()
     print("\n| phase | rate (req/s) | sent | errors | throughput (req/s) | p50 (ms) | p99 (ms) | max (ms) "
-          "| server CPU (ms/req) | server RSS start / peak / end (MB) |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+          "| server CPU (ms/req) | client CPU (ms/req) | server RSS start / peak / end (MB) |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
     for kind, rate, r in rows:
         print(f"| {kind} | {rate:.0f} | {r['sent']:,} | {r['errors']} | {r['throughput']:.1f} | {r['p50_ms']:.1f} "
-              f"| {r['p99_ms']:.1f} | {r['max_ms']:.1f} | {r['cpu_ms']:.2f} | {r['rss_mb'][0]:.0f} / {r['rss_mb'][1]:.0f} / "
+              f"| {r['p99_ms']:.1f} | {r['max_ms']:.1f} | {r['cpu_ms']:.2f} | {r['client_cpu_ms']:.2f} | "
+              f"{r['rss_mb'][0]:.0f} / {r['rss_mb'][1]:.0f} / "
               f"{r['rss_mb'][2]:.0f} |")
     print(f"\nload average after the run: {os.getloadavg()[0]:.2f}")
 
