@@ -429,7 +429,7 @@ class EventWriter:
         inserted: list[tuple[str, datetime]] = []
         if candidates:
             # One LIST(STRUCT) parameter: DuckDB binds it once, where a VALUES list binds every
-            # field (1.8 ms against 2.7 ms for 10 events, 2.2 against 4.7 for 30).
+            # field (a writer transaction of 10 events took 5.7 ms, against 7.4 ms with VALUES).
             rows_param = [{c: (event_id if c == "event_id" else row[c]) for c in EVENT_COLUMNS}
                           for event_id, row in candidates.items()]
             if late:  # only these can be in the store unremembered: RETURNING says which were new

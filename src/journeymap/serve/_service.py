@@ -277,9 +277,9 @@ class Service:
                 names = [d[0] for d in result.description][1:]
                 rows = {row[0]: row[1:] for row in result.fetchall()}
             self._snapshot = (version, (names, rows))
-        except Exception:  # noqa: BLE001 - decisions read the store meanwhile; the next update retries
-            log.exception("loading the decisions' profile fields failed")
-            self._snapshot_loading = None
+        except Exception:  # noqa: BLE001 - decisions read the store meanwhile; the next update tries again
+            if self.store is not None:  # not merely a load that outlived the service
+                log.exception("loading the decisions' profile fields failed")
 
     def status(self) -> dict[str, Any]:
         return {
