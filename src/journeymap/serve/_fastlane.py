@@ -16,8 +16,8 @@ request model, a replaced dependency (tests), so every error reply is FastAPI's 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi import FastAPI, HTTPException
