@@ -20,7 +20,6 @@ from journeymap.profiles._build import (
     MODEL_COLUMNS,
     Lifecycle,
     _derive_sql,
-    _lit,
     _Options,
     _state_sql,
     has_profiles,
@@ -49,7 +48,7 @@ def live_profile_row(con, user: str, meta: dict[str, Any] | None = None
     cutoff = _cutoff(con)
     if cutoff is None:
         return None, None
-    rows = con.execute(_sql(con, options), [user, cutoff]).to_arrow_table().to_pylist()
+    rows = con.sql(_sql(con, options), params=[user, cutoff]).to_arrow_table().to_pylist()
     return _finish(con, user, rows, cutoff)
 
 
@@ -88,8 +87,8 @@ def _finish(con, user: str, rows: list[dict[str, Any]], cutoff: datetime
     if not rows:
         return None, None
     row = rows[0]
-    stored = con.execute(f"SELECT {', '.join(POPULATION_FIELDS)} FROM profiles WHERE user_id = ?",
-                         [user]).to_arrow_table().to_pylist()
+    stored = con.sql(f"SELECT {', '.join(POPULATION_FIELDS)} FROM profiles WHERE user_id = $1",
+                     params=[user]).to_arrow_table().to_pylist()
     kept = stored[0] if stored else {}
     for name in POPULATION_FIELDS:
         row[name] = kept.get(name)
