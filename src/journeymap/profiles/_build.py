@@ -226,13 +226,18 @@ class _Options:
         return (self.half_life_days, self.gap_seconds, self.version)
 
 
-def _run(store_path, as_of, half_life_days, lifecycle, settings, progress, incremental: bool) -> ProfileTable:
-    started = time.perf_counter()
-    report = progress or (lambda what, done: None)
-    settings = settings or Settings.load()
+def start_job(store_path: str | Path, settings: Settings | None, progress: Progress | None
+              ) -> tuple[float, Progress, Settings, Path]:
+    """What a job over the profiles starts with: its clock, its progress callback (or one that
+    does nothing), the settings (default: the config's) and the store's path, which must exist."""
     path = Path(store_path)
     if not path.exists():
         raise StoreError(f"No store at {path}; create one with `journeymap ingest FILE --store {path}`.")
+    return time.perf_counter(), progress or (lambda what, done: None), settings or Settings.load(), path
+
+
+def _run(store_path, as_of, half_life_days, lifecycle, settings, progress, incremental: bool) -> ProfileTable:
+    started, report, settings, path = start_job(store_path, settings, progress)
     with Store(path) as st:
         con = st.con
         con.execute("SET TimeZone = 'UTC'")

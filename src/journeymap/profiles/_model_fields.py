@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -26,10 +25,9 @@ import numpy as np
 import pandas as pd
 
 from journeymap.config import Settings
-from journeymap.exceptions import JourneymapError, StoreError
+from journeymap.exceptions import JourneymapError
+from journeymap.profiles._build import Progress, start_job
 from journeymap.store import Store
-
-Progress = Callable[[str, float], None]  # (what is being done, fraction done 0..1)
 
 MODEL_TABLE = "profile_model"
 META_KEY = "profile_model"
@@ -88,12 +86,7 @@ def score_profiles(store_path: str | Path, model: Any, settings: Settings | None
     """
     from journeymap.models import read_event_log
 
-    started = time.perf_counter()
-    report = progress or (lambda what, done: None)
-    settings = settings or Settings.load()
-    path = Path(store_path)
-    if not path.exists():
-        raise StoreError(f"No store at {path}; create one with `journeymap ingest FILE --store {path}`.")
+    started, report, settings, path = start_job(store_path, settings, progress)
     source = str(Path(model).resolve()) if isinstance(model, (str, Path)) else None
     model = behaviour_model(model, path)
 
