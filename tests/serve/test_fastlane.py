@@ -92,3 +92,22 @@ def test_other_content_types_go_to_fastapi(store, content_type):
     assert event.status_code == 200  # the events route reads the raw body whatever its type
     assert 'journeymap_fast_lane_requests_total{answered_by="fastapi",route="/v1/decisions"} 1' in metrics
     assert 'journeymap_fast_lane_requests_total{answered_by="fastapi",route="/v1/events"} 1' in metrics
+
+
+def test_a_library_error_gets_the_apps_own_reply_through_the_lane(store, tmp_path):
+    """A damaged decision log makes the first decision fail with the library's FormatError: the
+    app's handler for it answers (400 and its sentence), lane or not."""
+    other = tmp_path / "other.duckdb"
+    shutil.copy(store, other)
+    replies = []
+    for path, fast_lane in ((store, True), (other, False)):
+        path.with_suffix(".decisions.jsonl").write_text('not json\n{"decision_id": "b"}\n')
+        with TestClient(make_app(path, fast_lane=fast_lane, update_profiles=False)) as client:
+            r = client.post("/v1/decisions", json={"user_id": "u", "actions": ["a", "b"]}, headers=auth("decide"))
+            replies.append((r.status_code, r.json()["detail"].replace(path.stem, "STORE")))
+            metrics = client.get("/metrics", headers=auth("read")).text
+        if fast_lane:
+            assert 'journeymap_fast_lane_requests_total{answered_by="lane",route="/v1/decisions"} 1' in metrics
+    assert replies[0] == replies[1]
+    assert replies[0][0] == 400 and replies[0][1].endswith("STORE.decisions.jsonl, line 1: not valid JSON; the decision "
+                                                          "log is damaged.")

@@ -9,18 +9,20 @@ busy two-core machine is the difference between a short tail and a long one.
 key, reads the body and calls the same functions the routes call (``_events.store_events``,
 ``_decisions.decide``), and writes their JSON as FastAPI would. Anything out of the ordinary goes
 to FastAPI untouched, before any side effect: a missing or insufficient key, a body that fails the
-request model, a replaced dependency (tests), so every error reply is FastAPI's own. An
-``HTTPException`` raised by the shared functions is written as FastAPI's handler writes it.
+request model, a replaced dependency (tests), so every error reply is FastAPI's own. An exception
+raised by the shared functions (``HTTPException``, the library's errors) goes to the app's own
+handler for it, as it would through FastAPI.
 """
 
 from __future__ import annotations
 
+import inspect
 import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from fastapi import FastAPI, HTTPException
+from fastapi import FastAPI, Request
 
 from journeymap.serve._metrics import Metrics
 
@@ -57,12 +59,17 @@ class FastLane:
             more = message.get("more_body", False)
         body = b"".join(chunks)
         scope["route"] = _Route(scope["path"])  # for the metrics' route label, as the router sets it
-        headers: list[tuple[bytes, bytes]] = []
         try:
             reply = await lane[1](self.fastapi.state, body)
-        except HTTPException as exc:  # FastAPI's own handler writes {"detail": ...} with the headers
-            reply = (exc.status_code, {"detail": exc.detail})
-            headers = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in (exc.headers or {}).items()]
+        except Exception as exc:  # answered by the app's own handler for it, as FastAPI would
+            handler = self._handler(exc)
+            if handler is None:
+                raise
+            self._count(scope, "lane")
+            response = handler(Request(scope, _replay(body, receive)), exc)
+            response = await response if inspect.isawaitable(response) else response
+            await response(scope, _replay(body, receive), send)
+            return
         if reply is None:
             self._count(scope, "fastapi")
             await self.app(scope, _replay(body, receive), send)
@@ -73,9 +80,13 @@ class FastLane:
         payload = json.dumps(content, ensure_ascii=False, allow_nan=False, indent=None,
                              separators=(",", ":")).encode("utf-8")
         await send({"type": "http.response.start", "status": status, "headers": [
-            (b"content-length", str(len(payload)).encode("latin-1")), (b"content-type", b"application/json"),
-            *headers]})
+            (b"content-length", str(len(payload)).encode("latin-1")), (b"content-type", b"application/json")]})
         await send({"type": "http.response.body", "body": payload})
+
+    def _handler(self, exc: Exception) -> Callable[..., Any] | None:
+        """The app's exception handler for ``exc`` (by its class, nearest first), or None."""
+        handlers = self.fastapi.exception_handlers
+        return next((handlers[cls] for cls in type(exc).__mro__ if cls in handlers), None)
 
     def _count(self, scope: dict, by: str) -> None:
         if self.metrics is not None:
