@@ -307,8 +307,9 @@ def _has_state(con) -> bool:
         "SELECT count(*) FROM information_schema.tables WHERE table_name = 'profile_state'").fetchall()[0][0])
 
 
-def _ts(value: datetime) -> str:
-    return f"TIMESTAMP '{value.isoformat(sep=' ')}'"
+def _ts(value: datetime | str) -> str:
+    """A time as an SQL literal; a string is already an SQL expression (such as a bound parameter)."""
+    return f"TIMESTAMP '{value.isoformat(sep=' ')}'" if isinstance(value, datetime) else value
 
 
 # -- sufficient statistics --------------------------------------------------------------------
@@ -447,11 +448,11 @@ def _lit(value: str) -> str:
 
 def _state_sql(cutoff: datetime | str, options: _Options, who: str) -> str:
     """Each user's sufficient statistics (profile_state's columns) from their events up to
-    ``cutoff`` (a time, or an SQL expression such as a prepared statement's parameter)."""
+    ``cutoff`` (a time, or an SQL expression such as a bound parameter)."""
     funnel_rank = " ".join(f"WHEN {_lit(t)} THEN {r}" for t, r in _FUNNEL_RANK.items())
     weights = ", ".join(f"({_lit(t)}, {w})" for t, w in EVENT_WEIGHTS.items())
     return _STATE_SQL.format(
-        cutoff=_ts(cutoff) if isinstance(cutoff, datetime) else cutoff, who=who, sessions=sessionized_sql(timedelta(seconds=options.gap_seconds)),
+        cutoff=_ts(cutoff), who=who, sessions=sessionized_sql(timedelta(seconds=options.gap_seconds)),
         funnel_rank=funnel_rank, top=TOP, half_life_us=repr(options.half_life_days * 86400e6), weights=weights,
         price_events=", ".join(map(_lit, PRICE_EVENTS)))
 
@@ -582,7 +583,7 @@ def _derive_sql(cutoff: datetime | str, options: _Options, state: str = "SELECT 
     (a time, or an SQL expression)."""
     lc = options.lifecycle
     return _DERIVE_SQL.format(
-        state=state, as_of=_ts(cutoff) if isinstance(cutoff, datetime) else cutoff, half_life_us=repr(options.half_life_days * 86400e6),
+        state=state, as_of=_ts(cutoff), half_life_us=repr(options.half_life_days * 86400e6),
         churned=lc.churned_days, dormant=lc.dormant_days, at_risk=lc.at_risk_days, new=lc.new_days,
         low=repr(PRICE_BANDS[0][0]), mid=repr(PRICE_BANDS[1][0]),
         weekdays=", ".join(map(_lit, WEEKDAYS)), stages=", ".join(map(_lit, FUNNEL_STAGES)))

@@ -42,54 +42,37 @@ def live_profile_row(con, user: str, meta: dict[str, Any] | None = None
     ``profiles_meta``, when the caller has it at hand."""
     if meta is None:
         meta = profiles_meta(con) if has_profiles(con) else None
-    options = _options(meta)
-    if options is None:
-        return None, None
-    cutoff = _cutoff(con)
-    if cutoff is None:
-        return None, None
-    rows = con.sql(_sql(con, options), params=[user, cutoff]).to_arrow_table().to_pylist()
-    return _finish(con, user, rows, cutoff)
-
-
-def _options(meta: dict[str, Any] | None) -> _Options | None:
     saved = (meta or {}).get("options")
     if not saved:
-        return None
-    return _Options(float(saved["half_life_days"]), float(saved["gap_seconds"]), Lifecycle(**saved["lifecycle"]))
-
-
-def _cutoff(con) -> datetime | None:
-    return con.execute("SELECT max(ts) FROM events").fetchall()[0][0]
-
-
-def _sql(con, options: _Options) -> str:
-    """The build's state and derive queries for one user ($1) at one time ($2)."""
+        return None, None
+    options = _Options(float(saved["half_life_days"]), float(saved["gap_seconds"]), Lifecycle(**saved["lifecycle"]))
+    cutoff = con.execute("SELECT max(ts) FROM events").fetchall()[0][0]
+    if cutoff is None:
+        return None, None
     # The state query's columns are positional (the build inserts it into profile_state): name and
     # type them as the table does, so that the derived fields have the stored profile's types.
     if not _STATE_COLUMNS:
         _STATE_COLUMNS.extend(con.execute("SELECT column_name, data_type FROM information_schema.columns "
                                           "WHERE table_name = 'profile_state' ORDER BY ordinal_position").fetchall())
-    # The user's events are read once (a scan of the user_id column, 5-9 ms per million events
-    # here): the build's query reads its events CTE several times. Of the rest (about 50 ms on the
-    # 1M-event store), DuckDB spends half planning the two large queries (a prepared statement
-    # saved nothing: it was planned again) and half running a dozen small aggregates.
+    # The user ($1) and the time ($2) are bound. The user's events are read once (a scan of the
+    # user_id column, 5-9 ms per million events here): the build's query reads its events CTE
+    # several times. Of the rest (about 50 ms on the 1M-event store), DuckDB spends half planning
+    # the two large queries (a prepared statement saved nothing: it was planned again) and half
+    # running a dozen small aggregates.
     state = _state_sql("$2::TIMESTAMP", options, "user_id = $1").replace("WITH events AS (",
                                                                          "WITH events AS MATERIALIZED (", 1)
     typed = ", ".join(f"CAST({name} AS {kind}) AS {name}" for name, kind in _STATE_COLUMNS)
     names = ", ".join(name for name, _ in _STATE_COLUMNS)
-    return _derive_sql("$2::TIMESTAMP", options, state=f"SELECT {typed} FROM ({state}) AS __state({names})")
-
-
-def _finish(con, user: str, rows: list[dict[str, Any]], cutoff: datetime
-            ) -> tuple[dict[str, Any] | None, datetime | None]:
-    """The derived row with the population fields of the user's stored profile."""
-    if not rows:
+    sql = _derive_sql("$2::TIMESTAMP", options, state=f"SELECT {typed} FROM ({state}) AS __state({names})")
+    # execute, not con.sql: a relation is planned when made and again when read (18 ms more here).
+    result = con.execute(sql, [user, cutoff])
+    names = [d[0] for d in result.description]
+    found = result.fetchall()
+    if not found:
         return None, None
-    row = rows[0]
-    stored = con.sql(f"SELECT {', '.join(POPULATION_FIELDS)} FROM profiles WHERE user_id = $1",
-                     params=[user]).to_arrow_table().to_pylist()
-    kept = stored[0] if stored else {}
+    row = dict(zip(names, found[0]))
+    stored = con.execute(f"SELECT {', '.join(POPULATION_FIELDS)} FROM profiles WHERE user_id = ?", [user]).fetchall()
+    kept = dict(zip(POPULATION_FIELDS, stored[0])) if stored else {}
     for name in POPULATION_FIELDS:
         row[name] = kept.get(name)
     row["summary"] = summarize({name: row[name] for name in SUMMARY_FIELDS})
