@@ -110,6 +110,7 @@ class EventWriter:
         self._recent: dict[str, datetime] = {}
         self._since = datetime.max
         self._stored_now: list[tuple[str, datetime]] = []
+        self._began = False  # whether the group's transaction has begun (``_begin``)
         self._counts = [0, 0, 0]  # read, stored, duplicates of plain events not yet in the ingests row
         self._counted_at = time.monotonic()
         self.lock = threading.RLock()  # every use of the write connection holds it
@@ -239,17 +240,21 @@ class EventWriter:
     def _transaction(self, group: list[_Request]) -> list[WriteResult]:
         with self.lock:
             opened = self.ingest_id is None
-            self.con.begin()
+            self._began = False
             self._stored_now = []
             counts, counted_at = list(self._counts), self._counted_at
             try:
                 results = self._write(group)
-                self.con.commit()
+                if self._began:
+                    self.con.commit()
             except BaseException:
-                try:
-                    self.con.rollback()
-                except duckdb.Error:
-                    pass
+                if self._began:
+                    try:
+                        self.con.rollback()
+                    except duckdb.Error:
+                        pass
+                else:  # a lone insert commits itself: what it stored stays stored
+                    self._remember(self._stored_now)
                 self._items.clear()  # it may hold upserts just rolled back
                 self._stored_now = []
                 self._counts, self._counted_at = counts, counted_at
@@ -258,6 +263,13 @@ class EventWriter:
                 raise
             self._remember(self._stored_now)
         return results
+
+    def _begin(self) -> None:
+        """Open the group's transaction. A group that needs a single statement runs without one
+        (DuckDB commits it alone): BEGIN and COMMIT cost 0.3 ms of a 1.5 ms write."""
+        if not self._began:
+            self.con.begin()
+            self._began = True
 
     def _remember(self, stored: list[tuple[str, datetime]]) -> None:
         recent = self._recent
@@ -319,6 +331,7 @@ class EventWriter:
             if all(row is not None for request_rows in rows for row in request_rows):
                 return self._write_plain(group, rows)
         con = self.con
+        self._begin()
         ingest_id = self._open_ingest()
         writer = _Writer(self.store, self.adapter, self.settings, None, self.pseudonymizer, ingest_id, [])
         outcomes: list[list[dict[str, Any] | None]] = [[None] * len(r.items) for r in group]
@@ -409,10 +422,14 @@ class EventWriter:
     def _write_plain(self, group: list[_Request], rows: list[list[dict[str, Any]]]) -> list[WriteResult]:
         """Store a group of plain events, already checked and normalized by the fast path."""
         con = self.con
-        ingest_id = self._open_ingest()
         flat = [row for request_rows in rows for row in request_rows]
         cols = ", ".join(EVENT_COLUMNS)
         late = [r["ts"] for r in flat if r["ts"] < self._since]
+        changed = self._changed_items(flat)
+        counts_due = time.monotonic() - self._counted_at >= COUNTS_EVERY_S
+        if self.ingest_id is None or late or changed or counts_due:  # more than the one insert
+            self._begin()
+        ingest_id = self._open_ingest()
         if late:  # only these can be in the store unremembered
             check = ("WHERE v.ts >= ? OR NOT EXISTS (SELECT 1 FROM events e WHERE e.ts BETWEEN ? AND ? "
                      "AND e.event_id = CAST(v.event_id AS UUID))")
@@ -438,12 +455,17 @@ class EventWriter:
                     SELECT {cols}, {int(ingest_id)} FROM (SELECT unnest(?::{_PLAIN_ROWS}, recursive := true)) v
                     {check} RETURNING event_id, ts""", [rows_param, *params]).fetchall()]
             else:  # every candidate is new: remembered ids cover the store from ``_since`` on
-                con.execute(f"INSERT INTO events ({cols}, ingest_id) SELECT {cols}, {int(ingest_id)} "
-                            f"FROM (SELECT unnest(?::{_PLAIN_ROWS}, recursive := true))", [rows_param])
+                # A VALUES list here: without a WHERE it binds faster than the struct list for the
+                # few events of a live transaction (1.2 against 2.1 ms for one event, 2.4 against
+                # 2.7 for ten).
+                marks = ", ".join([f"({', '.join('?' * len(EVENT_COLUMNS))}, {int(ingest_id)})"] * len(rows_param))
+                con.execute(f"INSERT INTO events ({cols}, ingest_id) VALUES {marks}",
+                            [row[c] for row in rows_param for c in EVENT_COLUMNS])
                 inserted = [(event_id, row["ts"]) for event_id, row in candidates.items()]
         self._stored_now.extend(inserted)
         new = {event_id for event_id, _ in inserted}
-        self._upsert_plain_items(flat, ingest_id)
+        if changed:
+            self._upsert_plain_items(changed, ingest_id)
 
         results, accepted = [], set()
         for request_rows in rows:
@@ -461,7 +483,7 @@ class EventWriter:
         counts[0] += len(flat)
         counts[1] += len(accepted)
         counts[2] += len(flat) - len(accepted)
-        if time.monotonic() - self._counted_at >= COUNTS_EVERY_S:
+        if counts_due:
             self._flush_counts()
         return results
 
@@ -475,10 +497,11 @@ class EventWriter:
         self._counts = [0, 0, 0]
         self._counted_at = time.monotonic()
 
-    def _upsert_plain_items(self, rows: list[dict[str, Any]], ingest_id: int) -> None:
-        """The catalog update of ``_upsert_items`` for plain events, skipped for items whose
-        name, category, brand and price are what the writer last wrote (``items.ingest_id`` is
-        then the ingest that last changed the item)."""
+    def _changed_items(self, rows: list[dict[str, Any]]) -> dict[str, list[Any]]:
+        """The catalog update of ``_upsert_items`` for plain events: each item's latest non-empty
+        name, category, brand and price, for the items where that differs from what the writer last
+        wrote (an unchanged item is not upserted; ``items.ingest_id`` is then the ingest that last
+        changed it)."""
         latest: dict[str, list[Any]] = {}
         for row in rows:  # each item's latest non-empty values, in batch order
             if row["item_id"] is None:
@@ -487,11 +510,11 @@ class EventWriter:
             for k, name in enumerate(("item_name", "category", "brand", "price")):
                 if row[name] is not None:
                     values[k] = row[name]
-        changed = {item: values for item, values in latest.items()
-                   if item not in self._items
-                   or any(v is not None and v != old for v, old in zip(values, self._items[item]))}
-        if not changed:
-            return
+        return {item: values for item, values in latest.items()
+                if item not in self._items
+                or any(v is not None and v != old for v, old in zip(values, self._items[item]))}
+
+    def _upsert_plain_items(self, changed: dict[str, list[Any]], ingest_id: int) -> None:
         marks = ", ".join([f"(?, ?, ?, ?, CAST(? AS DOUBLE), {int(ingest_id)})"] * len(changed))
         self.con.execute(f"""
             INSERT INTO items VALUES {marks}
