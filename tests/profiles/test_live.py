@@ -78,7 +78,9 @@ def _random_events(seed: int, users: int = 150) -> list[dict]:
             if kind == "purchase":
                 row["quantity"] = rng.choice([None, 1, 2, 3])
             if kind == "search":
-                row["query"] = rng.choice(["Socks", "socks", " socks ", "SOFA", "lamp shade", "   "])
+                # Spaces DuckDB's trim strips (no-break, em) and keeps (tab), and a lower() unlike Python's.
+                row["query"] = rng.choice(["Socks", "socks", " socks ", "SOFA", "lamp shade", "   ", "\u00a0Socks\u2003",
+                                           "\tsocks", "İstanbul", "ISTANBUL"])
             if kind == "review":
                 row["rating"] = rng.choice([None, 1, 3.5, 5])
                 row["text"] = "fine"

@@ -10,12 +10,12 @@ population (RFM quintiles, BG/NBD and Gamma-Gamma lifetime value, the segment, m
 the values of the last update, which the next update refreshes.
 
 The build's SQL (``_build._STATE_SQL`` and ``_DERIVE_SQL``) restricted to one user took about 50 ms
-on a store of a million events, half of it DuckDB planning two large queries. Here one small query
-reads the user's events with every per-row value the build computes in SQL (exact decimal terms,
-the decay weights, trimmed and lower-cased searches), and Python does the per-user aggregation the
-build's SQL does, rule for rule: the same sums of the same exact decimals, the same tie-breaks,
-the same session keys. The build stays the definition; ``tests/profiles/test_live.py`` holds every
-user of simulated stores to it, field for field.
+on a store of a million events, half of it DuckDB planning two large queries. Here a plain query
+reads the user's events (or the caller hands them over from memory), and Python computes what the
+build's SQL computes, rule for rule: the per-row values as DuckDB computes them (its decimal
+casts, its trim and lower), the same exact decimal sums, the same tie-breaks, the same session
+keys. The build stays the definition; ``tests/profiles/test_live.py`` holds every user of
+simulated and random stores to it, field for field.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from __future__ import annotations
 import decimal
 import math
 from collections import Counter
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -38,7 +39,6 @@ from journeymap.profiles._build import (
     TOP,
     WEEKDAYS,
     Lifecycle,
-    _lit,
     _Options,
     has_profiles,
     profiles_meta,
@@ -52,58 +52,100 @@ POPULATION_FIELDS = ("r_score", "f_score", "m_score", "rfm", *OUTPUTS, "segment"
 # Sums of DECIMAL(38, s) terms, exact as DuckDB's (a 128-bit integer); float() of the sum then
 # rounds as DuckDB's cast to DOUBLE does (checked on 20,000 random sums).
 _EXACT = decimal.Context(prec=80)
+_EPOCH = datetime(1970, 1, 1)
+_US = timedelta(microseconds=1)
 
-# The user's events up to the cutoff, in the store's order (time, then event id), with each value the
-# build computes per row in SQL, by the same expressions.
-_EVENTS_SQL = """
-SELECT ts, event_type, session_id, item_id, category, brand, price, quantity, channel, device, rating,
-       CASE WHEN nullif(trim(query), '') IS NOT NULL THEN lower(trim(query)) END,
-       epoch_ms(ts),
-       CAST(price * coalesce(quantity, 1) AS DECIMAL(38, 6)),
-       CAST(price AS DECIMAL(38, 6)),
-       CAST(rating AS DECIMAL(38, 6)),
-       CAST(w.weight * pow(2.0, -(epoch_us(max(ts) OVER ()) - epoch_us(ts)) / {half_life_us}) AS DECIMAL(38, 15))
-FROM main.events LEFT JOIN (VALUES {weights}) AS w(event_type, weight) USING (event_type)
-WHERE user_id = $1 AND ts <= $2
-ORDER BY ts, event_id
-"""
-(TS, TYPE, SESSION, ITEM, CATEGORY, BRAND, PRICE, QUANTITY, CHANNEL, DEVICE, RATING, QUERY, MS, SPEND, PRICE6,
- RATING6, WEIGHT) = range(17)
+# What a live profile reads of each of the user's events, in this order (``user_events``).
+EVENT_FIELDS = ("event_id", "ts", "event_type", "session_id", "item_id", "category", "brand", "price", "quantity",
+                "channel", "device", "query", "rating")
+(EID, TS, TYPE, SESSION, ITEM, CATEGORY, BRAND, PRICE, QUANTITY, CHANNEL, DEVICE, QUERY_TEXT, RATING) = range(13)
+# Per-row values the build computes in SQL, appended to each row by ``_with_values``.
+QUERY, MS, SPEND, PRICE6, RATING6, WEIGHT = range(13, 19)
 
 
-def live_profile_row(con, user: str, meta: dict[str, Any] | None = None, cutoff: datetime | None = None
-                     ) -> tuple[dict[str, Any] | None, datetime | None]:
+def user_events(con, user: str) -> list[tuple]:
+    """Every stored event of the user, as ``EVENT_FIELDS`` tuples (event id as text), in no order."""
+    return con.execute(f"SELECT CAST(event_id AS VARCHAR), {', '.join(EVENT_FIELDS[1:])} FROM main.events "
+                       "WHERE user_id = ?", [user]).fetchall()
+
+
+def live_profile_row(con, user: str, meta: dict[str, Any] | None = None, *, events: list[tuple] | None = None,
+                     cutoff: datetime | None = None, prices: Callable[[list[str]], list[tuple]] | None = None,
+                     kept: dict[str, Any] | None = None) -> tuple[dict[str, Any] | None, datetime | None]:
     """(the user's profile row, as of the store's latest event), or (None, None) when the user has
-    no events or the store no profiles yet. ``con``: a connection to the store; ``meta``: its
-    ``profiles_meta``, when the caller has it at hand; ``cutoff``: the store's latest event time,
-    when the caller knows it (else it is read)."""
+    no events or the store no profiles yet. ``con``: a connection to the store. What the caller
+    already holds is not read again: ``meta`` (``profiles_meta``), ``events`` (every stored event of
+    the user, as ``user_events`` gives them), ``cutoff`` (the store's latest event time), ``prices``
+    (``catalog_prices`` for a list of categories) and ``kept`` (the stored profile's
+    ``POPULATION_FIELDS``, None for a user without one)."""
     if meta is None:
         meta = profiles_meta(con) if has_profiles(con) else None
     saved = (meta or {}).get("options")
     if not saved:
         return None, None
     options = _Options(float(saved["half_life_days"]), float(saved["gap_seconds"]), Lifecycle(**saved["lifecycle"]))
+    if events is None:
+        events = user_events(con, user)
     if cutoff is None:
         cutoff = con.execute("SELECT max(ts) FROM events").fetchall()[0][0]
-        if cutoff is None:
-            return None, None
-    weights = ", ".join(f"({_lit(t)}, {w})" for t, w in EVENT_WEIGHTS.items())
-    rows = con.execute(_EVENTS_SQL.format(half_life_us=repr(options.half_life_days * 86400e6), weights=weights),
-                       [user, cutoff]).fetchall()
+    # The store's order within a user: time, then event id (a UUID orders as its text).
+    rows = sorted((e for e in events if cutoff is not None and e[TS] <= cutoff), key=lambda e: (e[TS], e[EID]))
     if not rows:
         return None, None
-    state = _state(user, rows, options)
+    state = _state(user, _with_values(con, rows, options), options)
     categories = sorted({c for c, _, _ in state["price_stats"]})
-    catalog = con.execute("SELECT category, price, count(*) FROM items WHERE price > 0 AND category IN "
-                          "(SELECT unnest($1::VARCHAR[])) GROUP BY ALL ORDER BY category, price",
-                          [categories]).fetchall() if categories else []
+    catalog = (prices or (lambda names: catalog_prices(con, names)))(categories) if categories else []
     row = {"user_id": user, **_derive(state, cutoff, options, catalog)}
-    stored = con.execute(f"SELECT {', '.join(POPULATION_FIELDS)} FROM profiles WHERE user_id = ?", [user]).fetchall()
-    kept = dict(zip(POPULATION_FIELDS, stored[0])) if stored else {}
+    if kept is None:
+        stored = con.execute(f"SELECT {', '.join(POPULATION_FIELDS)} FROM profiles WHERE user_id = ?",
+                             [user]).fetchall()
+        kept = dict(zip(POPULATION_FIELDS, stored[0])) if stored else {}
     for name in POPULATION_FIELDS:
         row[name] = kept.get(name)
     row["summary"] = summarize({name: row[name] for name in SUMMARY_FIELDS})
     return {name: row.get(name) for name in COLUMNS}, cutoff
+
+
+def catalog_prices(con, categories: list[str]) -> list[tuple]:
+    """(category, price, items) of the catalog's items priced above zero in these categories, by
+    category and price: what the build ranks a user's mean price against."""
+    return con.execute("SELECT category, price, count(*) FROM items WHERE price > 0 AND category IN "
+                       "(SELECT unnest($1::VARCHAR[])) GROUP BY ALL ORDER BY category, price", [categories]).fetchall()
+
+
+def _decimal(x: float, scale: int) -> Decimal:
+    """DuckDB's CAST(x AS DECIMAL(38, scale)): x times 10^scale in double precision, rounded half
+    away from zero (C's round; equal to DuckDB's on 100,000 random values at scales 6 and 15)."""
+    v = abs(x * 10.0 ** scale)
+    n = math.floor(v)
+    if v - n >= 0.5:
+        n += 1
+    return Decimal(int(n) if x >= 0 else -int(n)).scaleb(-scale, _EXACT)
+
+
+def _with_values(con, rows: list[tuple], options: _Options) -> list[tuple]:
+    """Each row with the build's per-row SQL values: the cleaned search (``lower(trim(query))``, NULL
+    when blank), ``epoch_ms(ts)``, the spend, price and rating as exact decimals and the decayed
+    event weight (``_build._STATE_SQL``'s expressions, computed as DuckDB computes them)."""
+    half_life_us = options.half_life_days * 86400e6
+    last_us = (rows[-1][TS] - _EPOCH) // _US
+    out = []
+    for r in rows:
+        us = (r[TS] - _EPOCH) // _US
+        query = r[QUERY_TEXT]
+        if query is not None:
+            if query.isascii():  # DuckDB's trim strips the Unicode space separators: of ASCII, ' '
+                query = query.strip(" ").lower() or None
+            else:  # its lower() is not Python's beyond ASCII (İ): ask it
+                query = con.execute("SELECT CASE WHEN nullif(trim($1), '') IS NOT NULL THEN lower(trim($1)) END",
+                                    [query]).fetchall()[0][0]
+        price, weight = r[PRICE], EVENT_WEIGHTS.get(r[TYPE])
+        out.append((*r, query, us // 1000 if us >= 0 else -(-us // 1000),
+                    None if price is None else _decimal(price * (1 if r[QUANTITY] is None else r[QUANTITY]), 6),
+                    None if price is None else _decimal(price, 6),
+                    None if r[RATING] is None else _decimal(r[RATING], 6),
+                    None if weight is None else _decimal(weight * math.pow(2.0, -(last_us - us) / half_life_us), 15)))
+    return out
 
 
 def _exact_sum(terms) -> Decimal | None:
