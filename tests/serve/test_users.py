@@ -179,3 +179,67 @@ def test_decisions_read_every_stored_profile_from_memory_as_the_store_gives_it(s
     known = [p for p in from_memory.values() if p is not None]
     assert len(known) == 25
     assert {p["events"] for p in known} != {None} and all(p["top_categories"] for p in known[:5])
+
+
+def test_live_profiles_from_memory_equal_a_fresh_read_of_the_store(shop, store):
+    """After the first live read of a user, their events, the catalog prices and the kept fields come
+    from memory; through new events and a catalog price change the row equals one computed afresh
+    from the store."""
+    from journeymap.profiles._build import profiles_meta
+    from journeymap.profiles._live import live_profile_row
+
+    user = shop.users[3]
+    with TestClient(make_app(store, profile_refresh_seconds=3600)) as client:
+        service = client.app.state.service
+        assert service.profiles.wait_ready(30)
+        pseudonym = service.pseudonymize(user)
+        rows = []
+        for step, events in enumerate([
+            _live_events(user)[:2],
+            # the same item cheaper (the catalog's price changes) and a second visit
+            [{**e, "ts": e["ts"].replace("09:0", "11:0"), "price": 20.0} for e in _live_events(user)],
+            [{"user_id": user, "ts": "2024-01-09 12:00:00", "event_type": "review", "item_id": "live-A",
+              "rating": 4.5, "text": "good"}],
+        ]):
+            writes = service.writer.catalog_writes
+            assert client.post("/v1/events", json={"events": events}, headers=auth("ingest")).status_code == 200
+            if step == 1:
+                assert service.writer.catalog_writes == writes + 1
+            response = client.get(f"/v1/users/{user}/profile", headers=auth("read"))
+            assert response.headers["x-profile-source"] == "live"
+            with service.reader() as con:
+                meta = profiles_meta(con)
+                fresh, as_of = live_profile_row(con, pseudonym, meta)
+                stored_events = con.execute("SELECT count(*) FROM events WHERE user_id = ?", [pseudonym]).fetchall()[0][0]
+                row, memory_as_of = service.live.row(con, pseudonym, meta, service.profiles.covered)
+            assert row == fresh and memory_as_of == as_of
+            assert len(service.live._users[pseudonym]) == stored_events  # held in memory, all of them
+            rows.append(response.json())
+    assert [r["events"] for r in rows] == [rows[0]["events"], rows[0]["events"] + 4, rows[0]["events"] + 5]
+    assert rows[2]["mean_rating"] is not None and rows[1]["price_percentile"] != rows[0]["price_percentile"]
+
+
+def test_events_committed_while_a_user_is_first_read_are_kept(monkeypatch):
+    """The first read registers the user before reading the store: a commit landing during the read
+    is kept, and one both in the read and in the commit counts once."""
+    import journeymap.serve._live as live_module
+    from datetime import datetime
+
+    live = live_module.LiveProfiles(lambda: 0)
+    stored = ("e1", datetime(2024, 1, 1), "product_view", None, "i", None, None, None, None, None, None, None, None)
+
+    def read(con, user):  # the store read: meanwhile e1 (already in it) and e2 are committed
+        live.committed([{"event_id": "e1", "user_id": user, "ts": datetime(2024, 1, 1), "event_type": "product_view",
+                         "item_id": "i"},
+                        {"event_id": "e2", "user_id": user, "ts": datetime(2024, 1, 2), "event_type": "purchase",
+                         "item_id": "i", "price": 3.0}])
+        return [stored]
+
+    monkeypatch.setattr(live_module, "user_events", read)
+    events = live._events_of(None, "u")
+    assert sorted(e[0] for e in events) == ["e1", "e2"] and live._events == 2
+    live.committed([{"event_id": "e3", "user_id": "u", "ts": datetime(2024, 1, 3), "event_type": "search",
+                     "query": "x"}, {"event_id": "o1", "user_id": "other", "ts": datetime(2024, 1, 4),
+                                     "event_type": "search"}])
+    assert sorted(e[0] for e in live._events_of(None, "u")) == ["e1", "e2", "e3"]
+    assert "other" not in live._users and live._seen_latest == datetime(2024, 1, 4)

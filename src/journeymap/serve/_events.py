@@ -111,6 +111,8 @@ class EventWriter:
         self._since = datetime.max
         self._stored_now: list[tuple[str, datetime]] = []
         self._began = False  # whether the group's transaction has begun (``_begin``)
+        self._catalog_written = False  # whether the group's transaction writes the catalog
+        self.catalog_writes = 0  # commits that changed the catalog (live profiles keep its prices until the next)
         self._counts = [0, 0, 0]  # read, stored, duplicates of plain events not yet in the ingests row
         self._counted_at = time.monotonic()
         self.lock = threading.RLock()  # every use of the write connection holds it
@@ -240,7 +242,7 @@ class EventWriter:
     def _transaction(self, group: list[_Request]) -> list[WriteResult]:
         with self.lock:
             opened = self.ingest_id is None
-            self._began = False
+            self._began = self._catalog_written = False
             self._stored_now = []
             counts, counted_at = list(self._counts), self._counted_at
             try:
@@ -262,6 +264,8 @@ class EventWriter:
                     self.ingest_id = None
                 raise
             self._remember(self._stored_now)
+            if self._catalog_written:
+                self.catalog_writes += 1
         return results
 
     def _begin(self) -> None:
@@ -309,6 +313,7 @@ class EventWriter:
     def _upsert_items(self, ingest_id: int) -> None:
         """The catalog as ingest keeps it: each item's latest non-empty name, category, brand, price."""
         self._items.clear()  # the plain path's memory of the catalog would miss this change
+        self._catalog_written = True
         self.con.execute(f"""
             INSERT INTO items
             SELECT item_id, arg_max(item_name, line) FILTER (WHERE item_name IS NOT NULL),
@@ -515,6 +520,7 @@ class EventWriter:
                 or any(v is not None and v != old for v, old in zip(values, self._items[item]))}
 
     def _upsert_plain_items(self, changed: dict[str, list[Any]], ingest_id: int) -> None:
+        self._catalog_written = True
         marks = ", ".join([f"(?, ?, ?, ?, CAST(? AS DOUBLE), {int(ingest_id)})"] * len(changed))
         self.con.execute(f"""
             INSERT INTO items VALUES {marks}

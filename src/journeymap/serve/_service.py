@@ -23,6 +23,7 @@ from fastapi import Depends, Request
 from journeymap.config import DEMO_SECRET, Settings
 from journeymap.privacy.pseudonymize import Pseudonymizer
 from journeymap.serve._bus import Bus
+from journeymap.serve._live import LiveProfiles
 from journeymap.serve._metrics import Metrics
 from journeymap.serve._online import RECENT, LiveModel
 from journeymap.store import Store
@@ -79,6 +80,7 @@ class Service:
         self.store: Store | None = None
         self.writer = None
         self.profiles = None
+        self.live: LiveProfiles | None = None
         self._cursor_lock = threading.Lock()
         self._readers: duckdb.DuckDBPyConnection | None = None
         self._meta_cache: tuple[int | None, dict[str, Any] | None] | None = None
@@ -106,6 +108,7 @@ class Service:
         try:
             self._readers = con.cursor()  # spawns the readers' cursors, so they never touch the writer's connection
             self.writer = EventWriter(store, self.settings, self.pseudonymizer, self.metrics, self._after_commit)
+            self.live = LiveProfiles(lambda: self.writer.catalog_writes)
             self.writer.start()
             self.bus.start(lambda metric, n: self.metrics.inc(metric, n))
             if self.model is not None:
@@ -170,7 +173,6 @@ class Service:
         """The user's profile as ``journeymap profile --json`` prints it (None when they have none),
         whether they have events, and whether it was computed live (the user has events newer than
         the stored profiles; see ``profiles._live``). Raises ``NoProfiles`` before the first build."""
-        from journeymap.profiles._live import live_profile_row
         from journeymap.profiles._profile import UserProfile
 
         with self.reader() as con:
@@ -179,7 +181,7 @@ class Service:
                 raise NoProfiles(f"{self.store_path} has no profiles yet; the service builds them after the first "
                                  "events. Try again shortly.")
             if live and self.profiles is not None and self.profiles.pending(user):
-                row, as_of = live_profile_row(con, user, meta)
+                row, as_of = self.live.row(con, user, meta, self.profiles.covered)
                 if row is not None:
                     return UserProfile.from_row(row, as_of).to_dict(), True, True
             rows = con.sql("SELECT * FROM profiles WHERE user_id = $user", params={"user": user}).to_arrow_table().to_pylist()
@@ -295,7 +297,10 @@ class Service:
         }
 
     def _after_commit(self, events: list[dict[str, Any]]) -> None:
-        """After a commit, before the requests return: the bus, the hooks, the profile updater."""
+        """After a commit, before the requests return: live profiles' memory, the bus, the hooks, the
+        profile updater."""
+        if self.live is not None:
+            self.live.committed(events)
         try:
             self.bus.publish(events)
         except Exception:  # noqa: BLE001 - the events are stored; the online state reads them later
