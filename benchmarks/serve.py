@@ -13,8 +13,10 @@ keep-alive connections with a minimal HTTP/1.1 client written here, because a ge
 
 Each phase sends realistic traffic from the live simulator: ``ingest`` posts one event per request
 (a shop's tracker does), ``decisions`` asks for the next-best action among four actions with
-features and context; ``healthz`` measures the web framework's own floor on this machine. A
-phase's first second is warm-up and not counted. The server's memory (RSS) is sampled every
+features and context; ``healthz`` measures the web framework's own floor on this machine;
+``profile`` posts an event and at once reads its user's profile, pair after pair, to time how soon
+the profile shows the event (run it after ``ingest``, so that profiles exist). A phase's first
+second is warm-up and not counted. The server's memory (RSS) is sampled every
 second. Goal (issue 6): 500 req/s with p99 <= 20 ms and no errors.
 """
 
@@ -92,8 +94,7 @@ class Connection:
                 length = int(value)
             elif name == "connection" and value.strip().lower() == "close":
                 close = True
-        if length:
-            await self.reader.readexactly(length)
+        self.body = await self.reader.readexactly(length) if length else b""
         if close:
             self.close()
         return int(status_line.split()[1])
@@ -148,6 +149,39 @@ async def load(port: int, method: str, path: str, bodies: list[bytes | None], ra
     return {"sent": n, "ok": ok, "errors": n - ok, "statuses": statuses, "elapsed": elapsed,
             "throughput": ok / elapsed, "p50_ms": float(np.nanpercentile(counted, 50) * 1000),
             "p99_ms": float(np.nanpercentile(counted, 99) * 1000), "max_ms": float(np.nanmax(counted) * 1000)}
+
+
+async def reflect(port: int, events: list[bytes], seconds: float) -> dict:
+    """POST one event, then at once GET its user's profile, pair after pair for ``seconds``: how
+    long the profile read takes, and whether it already counts the event (its ``last_seen``)."""
+    from datetime import datetime, timezone
+
+    conn = Connection(port)
+    loop = asyncio.get_running_loop()
+    latencies, shown, errors = [], 0, 0
+    stop = loop.time() + seconds
+    for body in events:
+        if loop.time() >= stop:
+            break
+        event = json.loads(body)
+        if await conn.request("POST", "/v1/events", body) != 200:
+            errors += 1
+            continue
+        started = loop.time()
+        status = await conn.request("GET", f"/v1/users/{event['user_id']}/profile", None)
+        latencies.append(loop.time() - started)
+        if status != 200:
+            errors += 1
+            continue
+        last_seen = json.loads(conn.body)["last_seen"]
+        # the store keeps UTC without a zone; the tracker may send one
+        sent = datetime.fromisoformat(event["ts"])
+        sent = sent.astimezone(timezone.utc).replace(tzinfo=None) if sent.tzinfo else sent
+        shown += datetime.fromisoformat(last_seen) >= sent
+    conn.close()
+    ms = np.array(latencies) * 1000
+    return {"pairs": len(latencies), "errors": errors, "shown": shown, "p50_ms": float(np.percentile(ms, 50)),
+            "p99_ms": float(np.percentile(ms, 99)), "max_ms": float(ms.max())}
 
 
 # -- the server ------------------------------------------------------------------------------------
@@ -233,7 +267,8 @@ def main() -> None:
     parser.add_argument("--rates", default="100,500,1000", help="requests per second, comma-separated")
     parser.add_argument("--seconds", type=float, default=20.0, help="length of each phase")
     parser.add_argument("--connections", type=int, default=64, help="keep-alive connections in the pool")
-    parser.add_argument("--phases", default="healthz,ingest,decisions")
+    parser.add_argument("--phases", default="healthz,ingest,decisions",
+                        help="of healthz, ingest, decisions, profile (an event, then its user's profile)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--profile-refresh", default="30s", help="the server's --profile-refresh")
     args = parser.parse_args()
@@ -244,7 +279,8 @@ def main() -> None:
     shutil.rmtree(OUT, ignore_errors=True)
     OUT.mkdir(parents=True)
     need = int(sum(rates) * args.seconds)
-    events, decisions = traffic(need if "ingest" in kinds else 0, need if "decisions" in kinds else 0, args.seed)
+    n_events = (need if "ingest" in kinds else 0) + (int(args.seconds * 200) if "profile" in kinds else 0)
+    events, decisions = traffic(n_events, need if "decisions" in kinds else 0, args.seed)
     print(f"traffic: {len(events):,} events, {len(decisions):,} decision requests "
           f"(events from the live simulator, one per request)\n")
     server = Server(OUT, ["--profile-refresh", args.profile_refresh])
@@ -252,6 +288,12 @@ def main() -> None:
     try:
         sent_events = sent_decisions = 0
         for kind in kinds:
+            if kind == "profile":  # once, not per rate: pairs one after another
+                r = asyncio.run(reflect(server.port, events[sent_events:], args.seconds))
+                print(f"profile   POST an event, then GET its user's profile: {r['pairs']:,} pairs, errors {r['errors']}, "
+                      f"event shown in {r['shown']:,}; profile read p50 {r['p50_ms']:.1f} ms  p99 {r['p99_ms']:.1f} ms  "
+                      f"max {r['max_ms']:.1f} ms", flush=True)
+                continue
             for rate in rates:
                 n = int(rate * args.seconds)
                 if kind == "ingest":
