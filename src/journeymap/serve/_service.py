@@ -184,7 +184,10 @@ class Service:
                 row, as_of = self.live.row(con, user, meta, self.profiles.covered)
                 if row is not None:
                     return UserProfile.from_row(row, as_of).to_dict(), True, True
-            rows = con.sql("SELECT * FROM profiles WHERE user_id = $user", params={"user": user}).to_arrow_table().to_pylist()
+            # execute, not con.sql: a relation is planned when made and again when read
+            result = con.execute("SELECT * FROM profiles WHERE user_id = ?", [user])
+            names = [d[0] for d in result.description]
+            rows = [dict(zip(names, row)) for row in result.fetchall()]
             if rows or not check_events:
                 has_events = bool(rows)
             else:
