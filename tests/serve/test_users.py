@@ -243,3 +243,17 @@ def test_events_committed_while_a_user_is_first_read_are_kept(monkeypatch):
                                      "event_type": "search"}])
     assert sorted(e[0] for e in live._events_of(None, "u")) == ["e1", "e2", "e3"]
     assert "other" not in live._users and live._seen_latest == datetime(2024, 1, 4)
+
+
+def test_the_store_runs_on_every_core_but_one_unless_told(store, monkeypatch):
+    """DuckDB's threads (profile updates, journey analyses, store reads) leave a core to the requests."""
+    import journeymap.serve._service as service_module
+
+    monkeypatch.setattr(service_module.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
+    assert service_module.default_db_threads() == 3
+    monkeypatch.setattr(service_module.os, "sched_getaffinity", lambda pid: {0})
+    assert service_module.default_db_threads() == 1
+    for asked, expected in ((None, 1), (2, 2)):
+        with TestClient(make_app(store, update_profiles=False, db_threads=asked)) as client:
+            with client.app.state.service.reader() as con:
+                assert con.execute("SELECT current_setting('threads')").fetchall()[0][0] == expected

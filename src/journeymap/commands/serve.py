@@ -26,6 +26,7 @@ def serve(
     demo: Annotated[bool, typer.Option("--demo", help="Use the demo secret (for stores made by `journeymap demo`).")] = False,
     log_level: Annotated[str, typer.Option("--log-level", help="debug, info, warning or error.")] = "info",
     profile_refresh: Annotated[str, typer.Option("--profile-refresh", help="Bring the stored profiles up to date at most this often (each run derives every user); in between, users with new events get live profiles.")] = "30s",
+    db_threads: Annotated[Optional[int], typer.Option("--db-threads", min=1, help="DuckDB threads for the store (default: every core but one, left to the requests).")] = None,
     config: ConfigOpt = None,
 ) -> None:
     """Run the live service: events in, profiles, predictions, journeys and decisions out (API keys from JOURNEYMAP_API_KEYS)."""
@@ -43,7 +44,7 @@ def serve(
 
     refresh = parse_duration(profile_refresh, "--profile-refresh").total_seconds()
     app = create_app(store, Settings.load(config), model_path=model, bus=bus, demo=demo,
-                     profile_refresh_seconds=refresh)
+                     profile_refresh_seconds=refresh, db_threads=db_threads)
     _preflight(store, app.state.settings.require_secret(), demo)
     out.print(f"serving {store} on http://{host}:{port} (docs at /docs, bus {bus})", highlight=False)
     # What exists now (the imported libraries above all) lives as long as the process: kept out of

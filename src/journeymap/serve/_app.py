@@ -55,6 +55,7 @@ def create_app(
     update_profiles: bool = True,
     profile_refresh_seconds: float = 30.0,
     fast_lane: bool = True,
+    db_threads: int | None = None,
 ) -> FastAPI:
     """The service over the store at ``store_path`` (created if missing).
 
@@ -68,6 +69,8 @@ def create_app(
     profiles are brought up to date at most every ``profile_refresh_seconds``; in between, a user
     with newer events gets a live profile (``profiles._live``). ``fast_lane``: serve ordinary event and
     decision requests without FastAPI's per-request machinery (``_fastlane``; the replies are the same).
+    ``db_threads``: DuckDB's threads for the store (default: every core but one, left to the
+    requests; the background profile updates and journey analyses run on the rest).
     """
     settings = settings or Settings.load()
     if demo:  # the decisions' rewards pseudonymize with the settings' secret too
@@ -77,7 +80,8 @@ def create_app(
     metrics = Metrics()
     service = Service(store_path, settings, secret, make_bus(bus), metrics, model_path=model_path,
                       model_poll_seconds=model_poll_seconds, profile_wait=profile_wait_seconds,
-                      update_profiles=update_profiles, profile_refresh_seconds=profile_refresh_seconds)
+                      update_profiles=update_profiles, profile_refresh_seconds=profile_refresh_seconds,
+                      db_threads=db_threads)
     decisions = _decisions_module()
 
     @asynccontextmanager
