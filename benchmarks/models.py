@@ -147,6 +147,7 @@ def runners(repeat: int, recbole_budget: float | None = None) -> dict[str, Runne
         "sknn": ours(SessionKNN, repeat),
         "sknn (vec, div)": ours(lambda: SessionKNN(similarity="vec", score_decay="div"), repeat),
         "gru4rec": ours(lambda: GRU4Rec(verbose=False), repeat),
+        "gru4rec (repeat)": ours(lambda: GRU4Rec(repeat=True, verbose=False), repeat),
         "sasrec": ours(lambda: SASRec(verbose=False), repeat),
         "sasrec (repeat)": ours(lambda: SASRec(repeat=True, verbose=False), repeat),
         "recbole-sasrec": recbole("SASRec", budget=recbole_budget),
