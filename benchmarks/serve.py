@@ -32,6 +32,7 @@ import socket
 import subprocess
 import sys
 import time
+from datetime import UTC
 from pathlib import Path
 
 import numpy as np
@@ -154,7 +155,7 @@ async def load(port: int, method: str, path: str, bodies: list[bytes | None], ra
 async def reflect(port: int, events: list[bytes], seconds: float) -> dict:
     """POST one event, then at once GET its user's profile, pair after pair for ``seconds``: how
     long the profile read takes, and whether it already counts the event (its ``last_seen``)."""
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     conn = Connection(port)
     loop = asyncio.get_running_loop()
@@ -176,7 +177,7 @@ async def reflect(port: int, events: list[bytes], seconds: float) -> dict:
         last_seen = json.loads(conn.body)["last_seen"]
         # the store keeps UTC without a zone; the tracker may send one
         sent = datetime.fromisoformat(event["ts"])
-        sent = sent.astimezone(timezone.utc).replace(tzinfo=None) if sent.tzinfo else sent
+        sent = sent.astimezone(UTC).replace(tzinfo=None) if sent.tzinfo else sent
         shown += datetime.fromisoformat(last_seen) >= sent
     conn.close()
     ms = np.array(latencies) * 1000

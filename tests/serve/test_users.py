@@ -222,8 +222,9 @@ def test_live_profiles_from_memory_equal_a_fresh_read_of_the_store(shop, store):
 def test_events_committed_while_a_user_is_first_read_are_kept(monkeypatch):
     """The first read registers the user before reading the store: a commit landing during the read
     is kept, and one both in the read and in the commit counts once."""
-    import journeymap.serve._live as live_module
     from datetime import datetime
+
+    import journeymap.serve._live as live_module
 
     live = live_module.LiveProfiles(lambda: 0)
     stored = ("e1", datetime(2024, 1, 1), "product_view", None, "i", None, None, None, None, None, None, None, None)
@@ -254,6 +255,6 @@ def test_the_store_runs_on_every_core_but_one_unless_told(store, monkeypatch):
     monkeypatch.setattr(service_module.os, "sched_getaffinity", lambda pid: {0})
     assert service_module.default_db_threads() == 1
     for asked, expected in ((None, 1), (2, 2)):
-        with TestClient(make_app(store, update_profiles=False, db_threads=asked)) as client:
-            with client.app.state.service.reader() as con:
-                assert con.execute("SELECT current_setting('threads')").fetchall()[0][0] == expected
+        with TestClient(make_app(store, update_profiles=False, db_threads=asked)) as client, \
+                client.app.state.service.reader() as con:
+            assert con.execute("SELECT current_setting('threads')").fetchall()[0][0] == expected

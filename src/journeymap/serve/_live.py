@@ -24,7 +24,13 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from journeymap.profiles._live import EVENT_FIELDS, POPULATION_FIELDS, catalog_prices, live_profile_row, user_events
+from journeymap.profiles._live import (
+    EVENT_FIELDS,
+    POPULATION_FIELDS,
+    catalog_prices,
+    live_profile_row,
+    user_events,
+)
 
 MAX_EVENTS = 200_000  # events kept for live profiles (about 60 MB)
 MAX_KEPT = 100_000  # users whose population fields are kept between profile updates
