@@ -258,3 +258,22 @@ def test_the_store_runs_on_every_core_but_one_unless_told(store, monkeypatch):
         with TestClient(make_app(store, update_profiles=False, db_threads=asked)) as client, \
                 client.app.state.service.reader() as con:
             assert con.execute("SELECT current_setting('threads')").fetchall()[0][0] == expected
+
+
+def test_a_new_users_first_profile_is_live_and_counts_every_event(store):
+    """A user the store has never seen: their first read is live (no stored profile to keep fields
+    from), and it already counts all four events just posted."""
+    from journeymap.profiles._live import POPULATION_FIELDS
+
+    with TestClient(make_app(store, profile_refresh_seconds=3600)) as client:
+        assert client.app.state.service.profiles.wait_ready(30)
+        assert client.post("/v1/events", json={"events": _live_events("first-timer")},
+                           headers=auth("ingest")).status_code == 200
+        response = client.get("/v1/users/first-timer/profile", headers=auth("read"))
+    assert response.status_code == 200 and response.headers["x-profile-source"] == "live"
+    live = response.json()
+    assert (live["events"], live["purchases"], live["items_bought"], live["monetary"]) == (4, 1, 2, 160.0)
+    assert live["top_searches"] == [{"query": "socks", "count": 1}] and live["funnel_stage"] == "purchased"
+    shown = [name for name in POPULATION_FIELDS if name in live]
+    assert {"rfm", "segment", "purchase_propensity"} <= set(shown)
+    assert all(live[name] is None for name in shown)
