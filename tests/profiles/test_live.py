@@ -95,3 +95,20 @@ def test_equals_the_build_on_random_users_with_ties_and_gaps(tmp_path):
         compared, bad = _mismatches(store)
         assert compared >= 140
         assert bad == [], bad[:10]
+
+
+def test_decimal_casts_equal_duckdbs():
+    """``_decimal`` is DuckDB's CAST(x AS DECIMAL(38, s)) (C's round of x * 10^s), where Python's own
+    rounding of the exact binary value differs on about half of these."""
+    from decimal import ROUND_HALF_EVEN, Decimal
+
+    from journeymap.profiles._live import _decimal
+
+    rng = random.Random(5)
+    values = [rng.random() * rng.choice([1, 5, 100, 3000]) * rng.choice([1, -1]) for _ in range(3000)]
+    con = duckdb.connect()
+    rows = con.execute("SELECT x, CAST(x AS DECIMAL(38, 15)), CAST(x AS DECIMAL(38, 6)) FROM unnest($1::DOUBLE[]) t(x)",
+                       [values]).fetchall()
+    assert [(_decimal(x, 15), _decimal(x, 6)) for x, _, _ in rows] == [(a, b) for _, a, b in rows]
+    naive = sum(Decimal(x).quantize(Decimal(1).scaleb(-15), ROUND_HALF_EVEN) != a for x, a, _ in rows)
+    assert naive > 1000  # the test would catch a plain quantize

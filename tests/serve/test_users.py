@@ -277,3 +277,27 @@ def test_a_new_users_first_profile_is_live_and_counts_every_event(store):
     shown = [name for name in POPULATION_FIELDS if name in live]
     assert {"rfm", "segment", "purchase_propensity"} <= set(shown)
     assert all(live[name] is None for name in shown)
+
+
+def test_live_memory_forgets_the_least_recently_read_users_past_its_bound(monkeypatch):
+    """Past ``max_events`` (new commits of held users count too) the least recently read users go;
+    their next read reads the store again."""
+    from datetime import datetime
+
+    import journeymap.serve._live as live_module
+
+    reads: list[str] = []
+
+    def read(con, user):
+        reads.append(user)
+        return [(f"{user}-{i}", datetime(2024, 1, 1, 0, i), "product_view", *[None] * 10) for i in range(3)]
+
+    monkeypatch.setattr(live_module, "user_events", read)
+    live = live_module.LiveProfiles(lambda: 0, max_events=7)
+    for user in ("a", "b"):
+        live._events_of(None, user)
+    live._events_of(None, "a")  # a is now the most recently read
+    live.committed([{"event_id": f"b-new{i}", "user_id": "b", "ts": datetime(2024, 1, 2), "event_type": "search"}
+                    for i in range(2)])  # 8 events held: b, the least recently read, goes
+    assert list(live._users) == ["a"] and live._events == 3
+    assert len(live._events_of(None, "b")) == 3 and reads == ["a", "b", "b"]

