@@ -32,7 +32,11 @@ gains ``repeat_bias[ago]`` for each of its clicks among the prefix's last ``REPE
 clicks (``ago`` 0: the last click); older clicks do not count. In session logs many next clicks
 return to an item of the session: the GRU must learn that item by item, the bonus is one rule for all.
 The bonus is added the same way to the sampled scores in training and to every item's score in
-validation and scoring.
+validation and scoring. Training learns it on sessions the network also learns item by item, so
+on a small log the network memorises the training returns and the bonus stays too small for new
+sessions (diginetica-sample: about 0.4, where its held-out tail wants about 2). So the validation
+run's network, fixed, gives the one shift of the bonus that best predicts the held-out sessions'
+next items (full-catalogue likelihood), and the final network's bonus is shifted by it.
 """
 
 from __future__ import annotations
@@ -62,7 +66,8 @@ class GRU4Rec(SequenceModel):
     ``repeat``: add to an item's score a learned bonus for each of its clicks among the prefix's
     last ``REPEAT_WINDOW`` (20) known clicks, by how many clicks ago (a copy mechanism; in session
     logs many next clicks return to an item). The bonus starts at zero, so the model starts as
-    plain GRU4Rec.
+    plain GRU4Rec; with a validation share, the trained bonus is then shifted to fit the held-out
+    sessions (``history_["calibrated"]`` keeps it as trained and as fitted).
     ``threads``: torch CPU threads while fitting and scoring (None: torch's default).
 
     Defaults are the official GRU4Rec_PyTorch ones (hidden 100, batch 64, learning rate 0.05,
@@ -121,7 +126,8 @@ class GRU4Rec(SequenceModel):
     def _fit(self, sessions: Encoded, event_types: Sequence[Sequence[str]] | None) -> None:
         from journeymap.models import _torch as T
 
-        net, self.history_ = T.search_then_refit(self._train, sessions, self)
+        calibrate = (lambda net, held: {"repeat_bias.weight": _calibrate(net, held)}) if self.repeat else None
+        net, self.history_ = T.search_then_refit(self._train, sessions, self, calibrate)
         self.weights_, self.layout_ = T.to_arrays(net)
         self._net = net.eval()
 
@@ -348,6 +354,41 @@ def _validate(net: Any, held: Encoded, device: Any) -> float:
         s, n = T.mrr_at(scores, padded[:, 1:][valid])
         total, cases = total + s, cases + n
     return 100.0 * total / max(cases, 1)
+
+
+def _calibrate(net: Any, held: Encoded) -> Any:
+    """The shift of the repeat bonus that best fits every next item of the held-out sessions, the
+    network fixed: a scalar tensor, added to the final network's bonus.
+
+    Added to the final (refit) network's own bonus rather than replacing it with the validation
+    network's, shifted: on the inner splits (training sessions only) that did as well or slightly
+    better (yoochoose-100k MRR@20 35.68 against 35.66; diginetica-sample 36.54 both)."""
+    import torch
+
+    from journeymap.models import _torch as T
+
+    weight = net["repeat_bias"].weight
+    window = weight.shape[0]
+    bases, recents, labels = [], [], []
+    with torch.no_grad():
+        for start in range(0, len(held), 256):
+            items, lengths, _ = T.known_only(held[start:start + 256])
+            if items.shape[1] < 2:
+                continue
+            padded = torch.from_numpy(items).to(weight.device)
+            states = _run(net, padded[:, :-1])  # as in _validate: the state after each prefix
+            valid = torch.from_numpy(np.arange(items.shape[1] - 1)[None, :] < (lengths - 1)[:, None]).to(weight.device)
+            rows, steps = valid.nonzero(as_tuple=True)
+            scores = states[valid] @ net["Wy"].weight.T + net["By"].weight.T  # (cases, n_items), no bonus
+            back = steps[:, None] - torch.arange(window, device=weight.device)[None, :]  # (cases, K)
+            recent = torch.where(back >= 0, padded[rows[:, None], back.clamp(min=0)], -1)
+            bases.append(torch.cat([torch.logsumexp(scores, dim=1, keepdim=True),
+                                    scores.gather(1, recent.clamp(min=0))], dim=1).cpu())
+            recents.append(recent.cpu())
+            labels.append(padded[:, 1:][valid].cpu())
+    if not labels:
+        return torch.zeros(())
+    return torch.tensor(T.copy_bonus_shift(torch.cat(bases), torch.cat(recents), torch.cat(labels), weight[:, 0].cpu()))
 
 
 # -- session-parallel mini-batches -----------------------------------------------------------------
