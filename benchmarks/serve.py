@@ -147,7 +147,9 @@ async def load(port: int, method: str, path: str, bodies: list[bytes | None], ra
     elapsed = loop.time() - start
     counted = latencies[int(WARMUP_S * rate):]
     ok = sum(v for k, v in statuses.items() if k.startswith("2"))
-    return {"sent": n, "ok": ok, "errors": n - ok, "statuses": statuses, "elapsed": elapsed,
+    second = ((due_at - start) // 1).astype(int)  # where in the phase the tail is: p99 of each second
+    by_second = [float(np.nanpercentile(latencies[second == k], 99) * 1000) for k in range(second.max(initial=-1) + 1)]
+    return {"sent": n, "ok": ok, "errors": n - ok, "statuses": statuses, "elapsed": elapsed, "p99_by_second": by_second,
             "throughput": ok / elapsed, "p50_ms": float(np.nanpercentile(counted, 50) * 1000),
             "p99_ms": float(np.nanpercentile(counted, 99) * 1000), "max_ms": float(np.nanmax(counted) * 1000)}
 
@@ -272,6 +274,7 @@ def main() -> None:
                         help="of healthz, ingest, decisions, profile (an event, then its user's profile)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--profile-refresh", default="30s", help="the server's --profile-refresh")
+    parser.add_argument("--timeline", action="store_true", help="also print each phase's p99 per second (ms)")
     args = parser.parse_args()
     rates = [float(r) for r in args.rates.split(",")]
     kinds = args.phases.split(",")
@@ -311,6 +314,8 @@ def main() -> None:
                       f"throughput {r['throughput']:7.1f}/s  p50 {r['p50_ms']:6.1f} ms  p99 {r['p99_ms']:7.1f} ms  "
                       f"max {r['max_ms']:7.1f} ms  server CPU {r['cpu_ms']:.2f} ms/req  RSS {r['rss_mb'][0]:.0f}->{r['rss_mb'][2]:.0f} MB "
                       f"(peak {r['rss_mb'][1]:.0f})  client CPU {r['client_cpu_ms']:.2f} ms/req" + ("" if not r["errors"] else f"  {r['statuses']}"), flush=True)
+                if args.timeline:
+                    print("          p99 by second (ms): " + " ".join(f"{v:.0f}" for v in r["p99_by_second"]), flush=True)
     finally:
         server.stop()
     print("\n| phase | rate (req/s) | sent | errors | throughput (req/s) | p50 (ms) | p99 (ms) | max (ms) "

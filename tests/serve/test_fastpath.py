@@ -212,3 +212,40 @@ def test_the_catalog_takes_a_changed_item_and_skips_an_unchanged_one(client):
     assert same["accepted"] == changed["accepted"] == 1
     with service.reader() as con:
         assert con.execute("SELECT name, price FROM items WHERE item_id = ?", [item]).fetchall() == [(name, price + 1.5)]
+
+
+def test_items_the_writer_does_not_hold_are_upserted_and_new_ones_inserted(store, monkeypatch):
+    """With the whole catalog in memory a missing item is new and goes in by a plain insert; when
+    the catalog is larger than the memory, an item missing from it may be stored, so it is upserted."""
+    from fastapi.testclient import TestClient
+
+    import journeymap.serve._events as events_module
+    from tests.serve.conftest import make_app
+
+    with Store(store, read_only=True) as st_:
+        stored = st_.con.execute("SELECT count(*) FROM items").fetchall()[0][0]
+    monkeypatch.setattr(events_module, "MAX_CACHED_ITEMS", stored - 1)  # one stored item is not held
+    event = {"user_id": "catalog-user-2", "event_type": "product_view", "category": "kites", "price": 4.25}
+    with TestClient(make_app(store, update_profiles=False)) as client:
+        writer = client.app.state.service.writer
+        assert not writer._items_complete and len(writer._items) == stored - 1
+        with client.app.state.service.reader() as con:
+            held = set(writer._items)
+            missing = [i for i, in con.execute("SELECT item_id FROM items").fetchall() if i not in held]
+        assert len(missing) == 1
+        # One event a request: a failed write is then the request's error, not retried one by one.
+        for i, item in enumerate([missing[0], "brand-new-kite"]):
+            body = client.post("/v1/events", json={**event, "ts": f"2024-01-07 10:0{i}:00", "item_id": item},
+                               headers=auth("ingest"))
+            assert body.status_code == 200 and body.json()["accepted"] == 1, body.text
+    monkeypatch.setattr(events_module, "MAX_CACHED_ITEMS", stored + 10)
+    with TestClient(make_app(store, update_profiles=False)) as client:
+        writer = client.app.state.service.writer
+        assert writer._items_complete and len(writer._items) == stored + 1
+        body = client.post("/v1/events", json={**event, "ts": "2024-01-07 10:05:00", "item_id": "newer-kite"},
+                           headers=auth("ingest"))
+        assert body.status_code == 200 and body.json()["accepted"] == 1, body.text
+        with client.app.state.service.reader() as con:
+            rows = con.execute("SELECT item_id, category, price FROM items WHERE item_id IN (?, ?, ?) ORDER BY 1",
+                               [missing[0], "brand-new-kite", "newer-kite"]).fetchall()
+    assert rows == sorted([(missing[0], "kites", 4.25), ("brand-new-kite", "kites", 4.25), ("newer-kite", "kites", 4.25)])

@@ -104,6 +104,9 @@ class EventWriter:
         mapping = event_map_table(self.adapter, settings).to_pydict()
         self.fast = FastPath(settings, dict(zip(mapping["raw"], mapping["canonical"])), pseudonymizer) if fast else None
         self._items: dict[str, list[Any]] = {}  # item -> [name, category, brand, price] as last written
+        # Whether ``_items`` holds every stored item: then an item it lacks is new, and is inserted
+        # without ON CONFLICT (in a one-event transaction, 2.95 against 4.68 ms at p50 here).
+        self._items_complete = False
         # Deduplication without a store lookup: every stored event at or after ``_since`` is in
         # ``_recent`` (id -> time), because this writer stored it; an event before ``_since`` (a late
         # one) is looked up in the store. ``_stored_now`` holds the open transaction's new ids.
@@ -134,9 +137,11 @@ class EventWriter:
                              "events e WHERE e.ingest_id = ingests.ingest_id) "
                              "WHERE finished_at IS NULL AND format = 'api'")
             # The catalog as stored (up to MAX_CACHED_ITEMS items): a known, unchanged item is not upserted.
+            rows = self.con.execute("SELECT item_id, name, category, brand, price FROM items LIMIT ?",
+                                    [MAX_CACHED_ITEMS + 1]).fetchall()
             self._items = {item: [name, category, brand, price] for item, name, category, brand, price in
-                           self.con.execute("SELECT item_id, name, category, brand, price FROM items LIMIT ?",
-                                            [MAX_CACHED_ITEMS]).fetchall()}
+                           rows[:MAX_CACHED_ITEMS]}
+            self._items_complete = len(rows) <= MAX_CACHED_ITEMS
             latest = self.con.execute("SELECT max(ts) FROM events").fetchall()[0][0]
             self._since = datetime.min if latest is None else latest + timedelta(microseconds=1)
         self._thread = threading.Thread(target=self._run, name="journeymap-writer", daemon=True)
@@ -257,7 +262,7 @@ class EventWriter:
                         pass
                 else:  # a lone insert commits itself: what it stored stays stored
                     self._remember(self._stored_now)
-                self._items.clear()  # it may hold upserts just rolled back
+                self._forget_items()  # it may hold upserts just rolled back
                 self._stored_now = []
                 self._counts, self._counted_at = counts, counted_at
                 if opened:
@@ -312,7 +317,7 @@ class EventWriter:
 
     def _upsert_items(self, ingest_id: int) -> None:
         """The catalog as ingest keeps it: each item's latest non-empty name, category, brand, price."""
-        self._items.clear()  # the plain path's memory of the catalog would miss this change
+        self._forget_items()  # the plain path's memory of the catalog would miss this change
         self._catalog_written = True
         self.con.execute(f"""
             INSERT INTO items
@@ -501,6 +506,11 @@ class EventWriter:
         self._counts = [0, 0, 0]
         self._counted_at = time.monotonic()
 
+    def _forget_items(self) -> None:
+        """Drop the writer's memory of the catalog: every item is upserted again, with ON CONFLICT."""
+        self._items.clear()
+        self._items_complete = False
+
     def _changed_items(self, rows: list[dict[str, Any]]) -> dict[str, list[Any]]:
         """The catalog update of ``_upsert_items`` for plain events: each item's latest non-empty
         name, category, brand and price, for the items where that differs from what the writer last
@@ -520,15 +530,20 @@ class EventWriter:
 
     def _upsert_plain_items(self, changed: dict[str, list[Any]], ingest_id: int) -> None:
         self._catalog_written = True
-        marks = ", ".join([f"(?, ?, ?, ?, CAST(? AS DOUBLE), {int(ingest_id)})"] * len(changed))
-        self.con.execute(f"""
-            INSERT INTO items VALUES {marks}
-            ON CONFLICT (item_id) DO UPDATE SET
-                name = coalesce(excluded.name, name), category = coalesce(excluded.category, category),
-                brand = coalesce(excluded.brand, brand), price = coalesce(excluded.price, price),
-                ingest_id = excluded.ingest_id""", [v for item, values in changed.items() for v in (item, *values)])
+        known = self._items
+        new = [item for item in changed if item not in known] if self._items_complete else []
+        update = [item for item in changed if item in known] if self._items_complete else list(changed)
+        for items, conflict in ((new, ""), (update, """
+                ON CONFLICT (item_id) DO UPDATE SET
+                    name = coalesce(excluded.name, name), category = coalesce(excluded.category, category),
+                    brand = coalesce(excluded.brand, brand), price = coalesce(excluded.price, price),
+                    ingest_id = excluded.ingest_id""")):
+            if items:
+                marks = ", ".join([f"(?, ?, ?, ?, CAST(? AS DOUBLE), {int(ingest_id)})"] * len(items))
+                self.con.execute(f"INSERT INTO items VALUES {marks}{conflict}",
+                                 [v for item in items for v in (item, *changed[item])])
         if len(self._items) + len(changed) > MAX_CACHED_ITEMS:
-            self._items.clear()
+            self._forget_items()
         for item, values in changed.items():
             old = self._items.get(item, [None] * 4)
             self._items[item] = [v if v is not None else o for v, o in zip(values, old)]
