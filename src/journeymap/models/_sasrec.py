@@ -44,6 +44,9 @@ class SASRec(SequenceModel):
     ``time_gaps``: add the time since the previous click (``fit(..., times=...)``).
     ``repeat``: add to an item's score a learned bonus for each time it is already in the prefix,
     by how many clicks ago (a copy mechanism; in session logs many next clicks return to an item).
+    With a validation share, the trained bonus is then shifted by the one amount that best predicts
+    the held-out sessions, the validation run's network fixed, as ``GRU4Rec(repeat=True)`` does
+    (``history_["calibrated"]`` keeps it as trained and as fitted).
     ``threads``: torch CPU threads while fitting and scoring (None: torch's default).
     """
 
@@ -117,7 +120,12 @@ class SASRec(SequenceModel):
             return self._train_once(train, tuple(a[:cut] for a in side), held, tuple(a[cut:] for a in side),
                                     epochs, label)
 
-        net, self.history_ = T.search_then_refit(train_once, sessions, self)
+        def calibrate(net: Any, held: Encoded) -> dict[str, Any]:
+            tail = len(held.items)  # the held-out sessions are the last ones: so are their clicks' side inputs
+            held_side = tuple(a[len(a) - tail:] for a in side)
+            return {"repeat_bias.weight": _calibrate(net, held, held_side, self.max_len, len(self.vocab_))}
+
+        net, self.history_ = T.search_then_refit(train_once, sessions, self, calibrate if self.repeat else None)
         self.weights_, self.layout_ = T.to_arrays(net)
         self._net = net.eval()
 
@@ -373,3 +381,35 @@ def _validate(net: Any, held: Encoded, side: tuple[np.ndarray, ...], max_len: in
         s, n = T.mrr_at(_logits(net, hidden[valid], inputs, *valid.nonzero(as_tuple=True), n_items), targets[valid])
         total, cases = total + s, cases + n
     return 100.0 * total / max(cases, 1)
+
+
+def _calibrate(net: Any, held: Encoded, side: tuple[np.ndarray, ...], max_len: int, n_items: int) -> Any:
+    """The shift of the repeat bonus that best fits every next click of the held-out sessions, the
+    network fixed (as ``GRU4Rec``'s; see ``_torch.copy_bonus_shift``): a scalar tensor."""
+    import torch
+
+    from journeymap.models import _torch as T
+
+    weight = net["repeat_bias"].weight  # (max_len, 1)
+    device = weight.device
+    windows = _windows(held, max_len)
+    bases, recents, labels = [], [], []
+    with torch.no_grad():
+        for lo in range(0, len(windows[0]), 256):
+            batch = np.arange(lo, min(lo + 256, len(windows[0])))
+            inputs, targets, extra = _gather(held, side, windows, batch, n_items, device)
+            hidden = _encode(net, inputs, *extra)
+            valid = targets >= 0
+            rows, steps = valid.nonzero(as_tuple=True)
+            scores = hidden[valid] @ net["item_embedding"].weight[:n_items].T  # (cases, n_items), no bonus
+            back = steps[:, None] - torch.arange(max_len, device=device)[None, :]  # (cases, max_len): clicks ago
+            inside = back >= 0
+            seen = inputs[rows[:, None], back.clamp(min=0).clamp(max=inputs.shape[1] - 1)]
+            recent = torch.where(inside & (seen < n_items), seen, -1)
+            bases.append(torch.cat([torch.logsumexp(scores, dim=1, keepdim=True),
+                                    scores.gather(1, recent.clamp(min=0))], dim=1).cpu())
+            recents.append(recent.cpu())
+            labels.append(targets[valid].cpu())
+    if not labels:
+        return torch.zeros(())
+    return torch.tensor(T.copy_bonus_shift(torch.cat(bases), torch.cat(recents), torch.cat(labels), weight[:, 0].cpu()))

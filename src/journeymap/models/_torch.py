@@ -300,19 +300,26 @@ def copy_bonus_shift(base: torch.Tensor, recent: torch.Tensor, labels: torch.Ten
     """
     lse, at = base[:, 0].double(), base[:, 1:].double()
     valid = recent >= 0
-    same = ((recent[:, :, None] == recent[:, None, :]) & valid[:, :, None] & valid[:, None, :]).double()  # (n, K, K)
-    first = valid & ~torch.tril(same.bool(), diagonal=-1).any(dim=2)  # each distinct item counted once
-    share = torch.where(first, torch.exp(at - lse[:, None]), torch.zeros((), dtype=torch.float64))  # softmax share
-    hits = ((recent == labels[:, None]) & valid).double()  # (n, K): the label's clicks in the window
     bonus = bonus.detach().double()
+    fixed, count, first = [], [], []  # per (case, column): the item's bonus as trained, its clicks, first sight
+    for lo in range(0, len(recent), 4096):  # the (n, K, K) comparison a slice at a time
+        r, v = recent[lo:lo + 4096], valid[lo:lo + 4096]
+        same = (r[:, :, None] == r[:, None, :]) & v[:, :, None] & v[:, None, :]
+        fixed.append(same.double() @ bonus)
+        count.append(same.sum(dim=2).double())
+        first.append(v & ~torch.tril(same, diagonal=-1).any(dim=2))  # each distinct item counted once
+    fixed, count = torch.cat(fixed), torch.cat(count)
+    share = torch.where(torch.cat(first), torch.exp(at - lse[:, None]), torch.zeros((), dtype=torch.float64))
+    hits = (recent == labels[:, None]) & valid  # (n, K): the label's clicks in the window
+    gain, hit_count = (hits.double() * bonus).sum(), float(hits.sum())  # the label's bonus: gain + shift * count
     shift = torch.zeros(1, dtype=torch.float64, requires_grad=True)
     optimizer = torch.optim.LBFGS([shift], max_iter=100, tolerance_grad=1e-9, line_search_fn="strong_wolfe")
 
     def closure() -> torch.Tensor:
         optimizer.zero_grad()
-        w = bonus + shift
-        added = torch.log1p((share * torch.expm1(same @ w)).sum(dim=1).clamp(min=-1 + 1e-12))  # to the log-sum-exp
-        loss = added.sum() - (hits * w).sum()  # the label's own score is a constant here
+        # to the log-sum-exp; the label's own score is a constant here
+        added = torch.log1p((share * torch.expm1(fixed + shift * count)).sum(dim=1).clamp(min=-1 + 1e-12))
+        loss = added.sum() - gain - shift[0] * hit_count
         loss.backward()
         return loss
 
