@@ -13,13 +13,13 @@ import torch
 from journeymap.evaluation import TestCases, evaluate, rank_cases
 from journeymap.exceptions import JourneymapError
 from journeymap.models import GRU4Rec, SequenceModel, Vocabulary
-from journeymap.models._torch import copy_bonus_shift
 from journeymap.models._gru4rec import (
     REPEAT_WINDOW,
     _network,
     _session_parallel,
     _train_step,
 )
+from journeymap.models._torch import copy_bonus_shift
 
 CYCLE = ["p1", "p2", "p3", "p4", "p5"]
 # Every session walks the cycle from some start: the next item is always the following one.
