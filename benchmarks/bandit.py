@@ -326,7 +326,17 @@ def main() -> None:
     parser.add_argument("--repeat-seeds", default="", help="more seeds for the first exploration, comma-separated")
     parser.add_argument("--ceiling-sessions", type=int, default=60_000, help="uniform traffic for what the "
                         "context allows; 0: skip")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="a policy setting for the in-process bandits, e.g. gamma_scale=10 or learning_rate=0.03 "
+                             "(PolicyConfig's numeric keys; repeatable)")
     args = parser.parse_args()
+    settings = {}
+    for item in args.set:
+        key, _, value = item.partition("=")
+        if key not in {"epsilon", "softmax_lambda", "gamma_scale", "bag", "learning_rate", "power_t"} or not value:
+            raise SystemExit(f"--set takes KEY=VALUE with KEY one of epsilon, softmax_lambda, gamma_scale, bag, "
+                             f"learning_rate, power_t; got {item!r}")
+        settings[key] = int(value) if key == "bag" else float(value)
     OUT.mkdir(parents=True, exist_ok=True)
     print(machine("vowpalwabbit", "fastapi", "numpy", load=True))
     print(f"\ntruth (best action per persona): {BEST_ACTION}")
@@ -338,7 +348,7 @@ def main() -> None:
     for exploration in args.explorations.split(","):
         work = OUT / exploration
         shutil.rmtree(work, ignore_errors=True)
-        config = PolicyConfig(exploration=exploration, seed=args.seed)
+        config = PolicyConfig(exploration=exploration, seed=args.seed, **settings)
         policy = OnlinePolicy(work / "live.decisions.jsonl", secret=SECRET, config=config)
         started = time.perf_counter()
         run = run_live(InProcessTarget(policy), sessions=args.sessions, seed=args.seed)
@@ -374,7 +384,7 @@ def main() -> None:
                 work = OUT / f"{first}-seed{seed}"
                 shutil.rmtree(work, ignore_errors=True)
                 with OnlinePolicy(work / "live.decisions.jsonl", secret=SECRET,
-                                  config=PolicyConfig(exploration=first, seed=seed)) as policy:
+                                  config=PolicyConfig(exploration=first, seed=seed, **settings)) as policy:
                     run = run_live(InProcessTarget(policy), sessions=args.sessions, seed=seed)
                     policy.checkpoint()
                     frame = greedy_by_persona(policy.bandit, run, policy.log_path)
