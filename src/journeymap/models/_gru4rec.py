@@ -335,13 +335,14 @@ def _final(net: Any, items: Any, lengths: Any) -> Any:
     return hidden
 
 
-def _validate(net: Any, held: Encoded, device: Any) -> float:
-    """MRR@20 (percent) over every next item of the held-out sessions, ranked over all items."""
+def _held_out(net: Any, held: Encoded, device: Any) -> Iterator[tuple[Any, Any, Any, Any, Any]]:
+    """Every next item of the held-out sessions, 256 sessions at a time: the scores of every item
+    without the repeat bonus (cases, n_items), the right-padded known items (B, T), each case's row
+    and position in them (its prefix ends there), and its label (cases,)."""
     import torch
 
     from journeymap.models import _torch as T
 
-    total, cases = 0.0, 0
     for start in range(0, len(held), 256):
         items, lengths, _ = T.known_only(held[start:start + 256])
         if items.shape[1] < 2:
@@ -350,8 +351,16 @@ def _validate(net: Any, held: Encoded, device: Any) -> float:
         states = _run(net, padded[:, :-1])  # (B, T - 1, H): the state after each prefix
         valid = torch.from_numpy(np.arange(items.shape[1] - 1)[None, :] < (lengths - 1)[:, None]).to(device)
         scores = states[valid] @ net["Wy"].weight.T + net["By"].weight.T  # (cases, n_items)
-        scores = _repeat_bonus(net, scores, padded, *valid.nonzero(as_tuple=True))
-        s, n = T.mrr_at(scores, padded[:, 1:][valid])
+        yield scores, padded, *valid.nonzero(as_tuple=True), padded[:, 1:][valid]
+
+
+def _validate(net: Any, held: Encoded, device: Any) -> float:
+    """MRR@20 (percent) over every next item of the held-out sessions, ranked over all items."""
+    from journeymap.models import _torch as T
+
+    total, cases = 0.0, 0
+    for scores, padded, rows, steps, labels in _held_out(net, held, device):
+        s, n = T.mrr_at(_repeat_bonus(net, scores, padded, rows, steps), labels)
         total, cases = total + s, cases + n
     return 100.0 * total / max(cases, 1)
 
@@ -371,21 +380,13 @@ def _calibrate(net: Any, held: Encoded) -> Any:
     window = weight.shape[0]
     bases, recents, labels = [], [], []
     with torch.no_grad():
-        for start in range(0, len(held), 256):
-            items, lengths, _ = T.known_only(held[start:start + 256])
-            if items.shape[1] < 2:
-                continue
-            padded = torch.from_numpy(items).to(weight.device)
-            states = _run(net, padded[:, :-1])  # as in _validate: the state after each prefix
-            valid = torch.from_numpy(np.arange(items.shape[1] - 1)[None, :] < (lengths - 1)[:, None]).to(weight.device)
-            rows, steps = valid.nonzero(as_tuple=True)
-            scores = states[valid] @ net["Wy"].weight.T + net["By"].weight.T  # (cases, n_items), no bonus
-            back = steps[:, None] - torch.arange(window, device=weight.device)[None, :]  # (cases, K)
+        for scores, padded, rows, steps, label in _held_out(net, held, weight.device):
+            back = steps[:, None] - torch.arange(window, device=weight.device)[None, :]  # (cases, K): clicks ago
             recent = torch.where(back >= 0, padded[rows[:, None], back.clamp(min=0)], -1)
             bases.append(torch.cat([torch.logsumexp(scores, dim=1, keepdim=True),
                                     scores.gather(1, recent.clamp(min=0))], dim=1).cpu())
             recents.append(recent.cpu())
-            labels.append(padded[:, 1:][valid].cpu())
+            labels.append(label.cpu())
     if not labels:
         return torch.zeros(())
     return torch.tensor(T.copy_bonus_shift(torch.cat(bases), torch.cat(recents), torch.cat(labels), weight[:, 0].cpu()))

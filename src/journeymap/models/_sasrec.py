@@ -367,18 +367,26 @@ def _gather(sessions: Encoded, side: tuple[np.ndarray, ...], windows: tuple[np.n
     return torch.from_numpy(inputs).to(device), torch.from_numpy(clicks[:, 1:]).to(device), extra
 
 
-def _validate(net: Any, held: Encoded, side: tuple[np.ndarray, ...], max_len: int, n_items: int, device: Any) -> float:
-    """MRR@20 (percent) over every next click of the held-out sessions, ranked over all items."""
-    from journeymap.models import _torch as T
-
+def _held_out(net: Any, held: Encoded, side: tuple[np.ndarray, ...], max_len: int, n_items: int,
+              device: Any) -> Iterator[tuple[Any, Any, Any, Any, Any]]:
+    """Every next click of the held-out sessions, 256 windows at a time: the states before it
+    (cases, C), the padded inputs (B, T), each case's row and position in them, and its label (cases,)."""
     windows = _windows(held, max_len)
-    total, cases = 0.0, 0
     for lo in range(0, len(windows[0]), 256):
         batch = np.arange(lo, min(lo + 256, len(windows[0])))
         inputs, targets, extra = _gather(held, side, windows, batch, n_items, device)
         hidden = _encode(net, inputs, *extra)
         valid = targets >= 0
-        s, n = T.mrr_at(_logits(net, hidden[valid], inputs, *valid.nonzero(as_tuple=True), n_items), targets[valid])
+        yield hidden[valid], inputs, *valid.nonzero(as_tuple=True), targets[valid]
+
+
+def _validate(net: Any, held: Encoded, side: tuple[np.ndarray, ...], max_len: int, n_items: int, device: Any) -> float:
+    """MRR@20 (percent) over every next click of the held-out sessions, ranked over all items."""
+    from journeymap.models import _torch as T
+
+    total, cases = 0.0, 0
+    for states, inputs, rows, steps, labels in _held_out(net, held, side, max_len, n_items, device):
+        s, n = T.mrr_at(_logits(net, states, inputs, rows, steps, n_items), labels)
         total, cases = total + s, cases + n
     return 100.0 * total / max(cases, 1)
 
@@ -392,24 +400,17 @@ def _calibrate(net: Any, held: Encoded, side: tuple[np.ndarray, ...], max_len: i
 
     weight = net["repeat_bias"].weight  # (max_len, 1)
     device = weight.device
-    windows = _windows(held, max_len)
     bases, recents, labels = [], [], []
     with torch.no_grad():
-        for lo in range(0, len(windows[0]), 256):
-            batch = np.arange(lo, min(lo + 256, len(windows[0])))
-            inputs, targets, extra = _gather(held, side, windows, batch, n_items, device)
-            hidden = _encode(net, inputs, *extra)
-            valid = targets >= 0
-            rows, steps = valid.nonzero(as_tuple=True)
-            scores = hidden[valid] @ net["item_embedding"].weight[:n_items].T  # (cases, n_items), no bonus
+        for states, inputs, rows, steps, label in _held_out(net, held, side, max_len, n_items, device):
+            scores = states @ net["item_embedding"].weight[:n_items].T  # (cases, n_items), no bonus
             back = steps[:, None] - torch.arange(max_len, device=device)[None, :]  # (cases, max_len): clicks ago
-            inside = back >= 0
-            seen = inputs[rows[:, None], back.clamp(min=0).clamp(max=inputs.shape[1] - 1)]
-            recent = torch.where(inside & (seen < n_items), seen, -1)
+            seen = inputs[rows[:, None], back.clamp(min=0)]
+            recent = torch.where((back >= 0) & (seen < n_items), seen, -1)  # padding is n_items
             bases.append(torch.cat([torch.logsumexp(scores, dim=1, keepdim=True),
                                     scores.gather(1, recent.clamp(min=0))], dim=1).cpu())
             recents.append(recent.cpu())
-            labels.append(targets[valid].cpu())
+            labels.append(label.cpu())
     if not labels:
         return torch.zeros(())
     return torch.tensor(T.copy_bonus_shift(torch.cat(bases), torch.cat(recents), torch.cat(labels), weight[:, 0].cpu()))
