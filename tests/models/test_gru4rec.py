@@ -202,16 +202,15 @@ def test_the_copy_bonus_shift_is_the_maximum_likelihood_one():
     # 50 items scored alike; in 30% of 1,000 cases the next item is the one clicked last.
     n_items, q, n = 50, 0.3, 1000
     labels = torch.where(torch.arange(n) < int(q * n), 7, 8)
-    recent = torch.full((n, 1), 7)
-    base = torch.cat([torch.full((n, 1), math.log(n_items)), torch.zeros(n, 1)], dim=1)  # log-sum-exp, score of 7
-    # exp(s) / (exp(s) + 49) = 0.3 at s = log(0.3 * 49 / 0.7)
-    shift = copy_bonus_shift(base, recent, labels, torch.zeros(1))
-    assert shift == pytest.approx(math.log(q * (n_items - 1) / (1 - q)), abs=1e-5)
+    scores = torch.zeros(n, n_items)
+    # exp(s) / (exp(s) + 49) = 0.3 at s = log(0.3 * 49 / 0.7); the cases come in two batches
+    batches = [(scores[:600], torch.full((600, 1), 7), labels[:600]),
+               (scores[600:], torch.full((400, 1), 7), labels[600:])]
+    assert copy_bonus_shift(batches, torch.zeros(1)) == pytest.approx(math.log(q * (n_items - 1) / (1 - q)), abs=1e-5)
     # Item 7 clicked 0 and 1 clicks ago, with a bonus of 1 and 0 there: it gains 1 + 2 * shift.
-    recent2 = torch.full((n, 2), 7)
-    base2 = torch.cat([base, torch.zeros(n, 1)], dim=1)
-    shift2 = copy_bonus_shift(base2, recent2, labels, torch.tensor([1.0, 0.0]))
-    assert shift2 == pytest.approx((math.log(q * (n_items - 1) / (1 - q)) - 1) / 2, abs=1e-5)
+    shift = copy_bonus_shift([(scores, torch.full((n, 2), 7), labels)], torch.tensor([1.0, 0.0]))
+    assert shift == pytest.approx((math.log(q * (n_items - 1) / (1 - q)) - 1) / 2, abs=1e-5)
+    assert copy_bonus_shift([], torch.zeros(1)) == 0.0
 
 
 def test_the_repeat_bonus_is_shifted_to_fit_the_held_out_sessions(tmp_path):

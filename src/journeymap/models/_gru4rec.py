@@ -378,18 +378,13 @@ def _calibrate(net: Any, held: Encoded) -> Any:
 
     weight = net["repeat_bias"].weight
     window = weight.shape[0]
-    bases, recents, labels = [], [], []
-    with torch.no_grad():
-        for scores, padded, rows, steps, label in _held_out(net, held, weight.device):
+
+    def cases() -> Iterator[tuple[Any, Any, Any]]:
+        for scores, padded, rows, steps, labels in _held_out(net, held, weight.device):
             back = steps[:, None] - torch.arange(window, device=weight.device)[None, :]  # (cases, K): clicks ago
-            recent = torch.where(back >= 0, padded[rows[:, None], back.clamp(min=0)], -1)
-            bases.append(torch.cat([torch.logsumexp(scores, dim=1, keepdim=True),
-                                    scores.gather(1, recent.clamp(min=0))], dim=1).cpu())
-            recents.append(recent.cpu())
-            labels.append(label.cpu())
-    if not labels:
-        return torch.zeros(())
-    return torch.tensor(T.copy_bonus_shift(torch.cat(bases), torch.cat(recents), torch.cat(labels), weight[:, 0].cpu()))
+            yield scores, torch.where(back >= 0, padded[rows[:, None], back.clamp(min=0)], -1), labels
+
+    return torch.tensor(T.copy_bonus_shift(cases(), weight[:, 0]))  # the cases are read without gradients
 
 
 # -- session-parallel mini-batches -----------------------------------------------------------------

@@ -400,17 +400,12 @@ def _calibrate(net: Any, held: Encoded, side: tuple[np.ndarray, ...], max_len: i
 
     weight = net["repeat_bias"].weight  # (max_len, 1)
     device = weight.device
-    bases, recents, labels = [], [], []
-    with torch.no_grad():
-        for states, inputs, rows, steps, label in _held_out(net, held, side, max_len, n_items, device):
+
+    def cases() -> Iterator[tuple[Any, Any, Any]]:
+        for states, inputs, rows, steps, labels in _held_out(net, held, side, max_len, n_items, device):
             scores = states @ net["item_embedding"].weight[:n_items].T  # (cases, n_items), no bonus
             back = steps[:, None] - torch.arange(max_len, device=device)[None, :]  # (cases, max_len): clicks ago
             seen = inputs[rows[:, None], back.clamp(min=0)]
-            recent = torch.where((back >= 0) & (seen < n_items), seen, -1)  # padding is n_items
-            bases.append(torch.cat([torch.logsumexp(scores, dim=1, keepdim=True),
-                                    scores.gather(1, recent.clamp(min=0))], dim=1).cpu())
-            recents.append(recent.cpu())
-            labels.append(label.cpu())
-    if not labels:
-        return torch.zeros(())
-    return torch.tensor(T.copy_bonus_shift(torch.cat(bases), torch.cat(recents), torch.cat(labels), weight[:, 0].cpu()))
+            yield scores, torch.where((back >= 0) & (seen < n_items), seen, -1), labels  # padding is n_items
+
+    return torch.tensor(T.copy_bonus_shift(cases(), weight[:, 0]))  # the cases are read without gradients

@@ -284,23 +284,34 @@ def from_arrays(net: torch.nn.Module, weights: np.ndarray, layout: list[list[Any
 
 
 # -- calibration of a copy bonus --------------------------------------------------------------------
-def copy_bonus_shift(base: torch.Tensor, recent: torch.Tensor, labels: torch.Tensor, bonus: torch.Tensor) -> float:
-    """The one shift of a copy bonus by clicks ago (K,) that best predicts ``labels`` on held-out cases.
+def copy_bonus_shift(cases: Iterable[tuple[torch.Tensor, torch.Tensor, torch.Tensor]], bonus: torch.Tensor) -> float:
+    """The one shift of a copy bonus by clicks ago (K,) that best predicts held-out next items.
 
-    Per case (n cases): ``base`` (n, 1 + K) is the log-sum-exp of the network's scores over every
-    item (no bonus), then its scores of the items ``recent`` (n, K): its last K clicks, column 0
-    the last, -1 none; ``labels`` (n,) the next item. An item's bonus is the sum of ``bonus[k] +
-    shift`` over the columns where it appears. The softmax over all items changes only at those
-    items, so the full-catalogue log-likelihood needs no more than these (n, K) numbers; it is
-    concave in the shift, which is found by L-BFGS.
+    ``cases`` gives, a batch at a time, the network's scores of every item without the bonus
+    (n, n_items), each case's last K clicks ``recent`` (n, K; column 0 the last, -1 none) and its
+    next item (n,). An item's bonus is the sum of ``bonus[k] + shift`` over the columns where it
+    appears. The softmax over all items changes only at those items, so the full-catalogue
+    log-likelihood needs no more than (n, K) numbers per batch: the log-sum-exp of the scores and
+    the scores of the recent items. It is concave in the shift, which is found by L-BFGS. No
+    cases: 0.
 
     One number, not one per clicks-ago slot: on the inner splits of both samples (training
     sessions only) it did as well as or better than refitting all K, which followed noise in rarely
     reached slots (yoochoose-100k MRR@20 35.66 against 35.37; diginetica-sample 36.54 against 36.51).
     """
+    parts, recents, labels = [], [], []
+    with torch.no_grad():
+        for scores, recent, label in cases:
+            parts.append(torch.cat([torch.logsumexp(scores, dim=1, keepdim=True),
+                                    scores.gather(1, recent.clamp(min=0))], dim=1).cpu())
+            recents.append(recent.cpu())
+            labels.append(label.cpu())
+    if not labels:
+        return 0.0
+    base, recent, labels = torch.cat(parts), torch.cat(recents), torch.cat(labels)
     lse, at = base[:, 0].double(), base[:, 1:].double()
     valid = recent >= 0
-    bonus = bonus.detach().double()
+    bonus = bonus.detach().cpu().double()
     fixed, count, first = [], [], []  # per (case, column): the item's bonus as trained, its clicks, first sight
     for lo in range(0, len(recent), 4096):  # the (n, K, K) comparison a slice at a time
         r, v = recent[lo:lo + 4096], valid[lo:lo + 4096]
@@ -323,5 +334,6 @@ def copy_bonus_shift(base: torch.Tensor, recent: torch.Tensor, labels: torch.Ten
         loss.backward()
         return loss
 
-    optimizer.step(closure)
+    with torch.enable_grad():  # also when the caller runs without gradients
+        optimizer.step(closure)
     return float(shift.detach())
