@@ -249,7 +249,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def over_http(seconds: float, rate: float, seed: int) -> dict | None:
+def over_http(seconds: float, rate: float, seed: int, profile_refresh: str = "30s") -> dict | None:
     """``journeymap serve`` on a fresh store, driven by ``journeymap simulate --live``'s loop."""
     exe = Path(sys.executable).with_name("journeymap")
     probe = subprocess.run([str(exe), "serve", "--help"], capture_output=True, text=True)
@@ -262,8 +262,8 @@ def over_http(seconds: float, rate: float, seed: int) -> dict | None:
     store = work / "shop.duckdb"
     port = free_port()
     env = {**os.environ, "JOURNEYMAP_SECRET": SECRET, "JOURNEYMAP_API_KEYS": f"{API_KEY}:admin"}
-    server = subprocess.Popen([str(exe), "serve", "--store", str(store), "--port", str(port), "--log-level", "warning"],
-                              env=env, stdout=open(work / "server.log", "w"), stderr=subprocess.STDOUT)
+    server = subprocess.Popen([str(exe), "serve", "--store", str(store), "--port", str(port), "--log-level", "warning",
+                               "--profile-refresh", profile_refresh], env=env, stdout=open(work / "server.log", "w"), stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
         import httpx
@@ -288,20 +288,40 @@ def over_http(seconds: float, rate: float, seed: int) -> dict | None:
     out = {"run": run, "summary": run.summary(), "errors": run.errors[:5], "log": log_path}
     if log_path.exists() and len(run.decisions):
         out["log_decisions"] = len(read_log(log_path))
+        out["profile_lag"] = profile_lag(log_path)
         checkpoint = store.with_suffix(".decisions.bandit.zip")
         if checkpoint.exists():
             out["personas"] = greedy_by_persona(ContextualBandit.load(checkpoint), run, log_path)
     return out
 
 
+def profile_lag(log_path: Path) -> dict:
+    """How up to date the stored profile in each logged decision's context was, for returning
+    shoppers (``visit`` > 1): none yet, or missing some of their earlier sessions. The simulated
+    clock runs hundreds of times faster than the wall clock, so a profile refreshed every 30 s
+    misses far more of a shopper's recent sessions than it would in a shop."""
+    returning = missing = behind = 0
+    for line in log_path.read_text().splitlines():
+        context = json.loads(line)["context"]
+        if context.get("visit", 1) > 1:
+            returning += 1
+            if "sessions" not in context:
+                missing += 1
+            elif context["sessions"] < context["visit"] - 1:
+                behind += 1
+    return {"returning decisions": returning, "no profile yet": missing / max(returning, 1),
+            "profile misses an earlier session": behind / max(returning, 1)}
+
+
 def http_report(args: argparse.Namespace) -> dict | None:
     """The run over HTTP, printed: its summary, regret table and per-persona greedy choices."""
-    http = over_http(args.http_seconds, args.http_rate, args.seed)
+    http = over_http(args.http_seconds, args.http_rate, args.seed, args.http_profile_refresh)
     if http is None:
         return None
     print(f"\n## Over HTTP: journeymap serve, {args.http_seconds:.0f} s at {args.http_rate:g} sessions/s\n")
     print(json.dumps({**http["summary"], "errors": http["errors"],
-                      "decisions in the server's log": http.get("log_decisions")}, indent=1))
+                      "decisions in the server's log": http.get("log_decisions"),
+                      "stored profiles in returning shoppers' decisions": http.get("profile_lag")}, indent=1))
     if len(http["run"].decisions):
         print()
         print(markdown(regret_table(http["run"], "http")))
@@ -322,6 +342,7 @@ def main() -> None:
     parser.add_argument("--http-seconds", type=float, default=60.0, help="0: skip the run over HTTP")
     parser.add_argument("--http-rate", type=float, default=50.0, help="sessions per second over HTTP")
     parser.add_argument("--http-only", action="store_true", help="only the run over HTTP")
+    parser.add_argument("--http-profile-refresh", default="30s", help="the server's --profile-refresh over HTTP")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--repeat-seeds", default="", help="more seeds for the first exploration, comma-separated")
     parser.add_argument("--ceiling-sessions", type=int, default=60_000, help="uniform traffic for what the "
