@@ -263,7 +263,8 @@ def over_http(seconds: float, rate: float, seed: int, profile_refresh: str = "30
     port = free_port()
     env = {**os.environ, "JOURNEYMAP_SECRET": SECRET, "JOURNEYMAP_API_KEYS": f"{API_KEY}:admin"}
     server = subprocess.Popen([str(exe), "serve", "--store", str(store), "--port", str(port), "--log-level", "warning",
-                               "--profile-refresh", profile_refresh], env=env, stdout=open(work / "server.log", "w"), stderr=subprocess.STDOUT)
+                               "--profile-refresh", profile_refresh],
+                              env=env, stdout=open(work / "server.log", "w"), stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
         import httpx
