@@ -93,6 +93,22 @@ def checkpoints(n: int) -> list[int]:
     return [*marks, n]
 
 
+def snapshot_marks(sessions: int) -> list[int]:
+    """Decision counts at which to keep the in-process bandit: 2,500 doubling, within the run
+    (about 0.79 decisions per session)."""
+    marks, m = [], 2500
+    while m < 0.75 * sessions:
+        marks.append(m)
+        m *= 2
+    return marks
+
+
+def with_end(table: pd.DataFrame, run: LiveRun, final: pd.DataFrame) -> pd.DataFrame:
+    """A convergence table with the final bandit's row (at the run's last decision) added."""
+    end = {"decisions": len(run.decisions), **dict(zip(final["persona"], final["greedy = best"]))}
+    return pd.concat([table, pd.DataFrame([end])], ignore_index=True)
+
+
 def regret_table(run: LiveRun, label: str) -> pd.DataFrame:
     table = run.regret(checkpoints(len(run.decisions)))
     previous = table[["decisions", "regret_policy", "regret_uniform"]].shift(fill_value=0)
@@ -109,14 +125,27 @@ def matters(d: dict) -> bool:
     return max(values) - min(values) > 1e-12
 
 
-def greedy_by_persona(bandit: ContextualBandit, run: LiveRun, log_path: Path, last: int = 1000) -> pd.DataFrame:
+def logged_contexts(log_path: Path, lines: int | None = None) -> dict[str, tuple[dict, list]]:
+    """decision id -> (context, actions) from the decision log, or from its first ``lines`` lines
+    (what a checkpoint of the server's bandit had learned)."""
     contexts = {}
-    for line in log_path.read_text().splitlines():
-        rec = json.loads(line)
-        contexts[rec["decision_id"]] = (rec["context"], rec["actions"])
+    with open(log_path, encoding="utf-8") as fh:
+        for i, line in enumerate(fh):
+            if lines is not None and i >= lines:
+                break
+            rec = json.loads(line)
+            contexts[rec["decision_id"]] = (rec["context"], rec["actions"])
+    return contexts
+
+
+def greedy_by_persona(bandit: ContextualBandit, run: LiveRun, contexts: dict[str, tuple[dict, list]],
+                      last: int = 1000, upto: int | None = None) -> pd.DataFrame:
+    """Per persona, on its last ``last`` logged contexts where the choice matters (among the run's
+    first ``upto`` decisions): how often the bandit's greedy choice is the persona's best action."""
+    decisions = run.decisions if upto is None else run.decisions[:upto]
     rows = []
     for q in PERSONAS:
-        mine = [d for d in run.decisions if d["persona"] == q.name and d["decision_id"] in contexts and matters(d)]
+        mine = [d for d in decisions if d["persona"] == q.name and d["decision_id"] in contexts and matters(d)]
         recent = mine[-last:]
         picks = pd.Series([bandit.greedy(*contexts[d["decision_id"]]) for d in recent], dtype=object)
         taken = pd.Series([d["action"] for d in recent], dtype=object)
@@ -125,6 +154,43 @@ def greedy_by_persona(bandit: ContextualBandit, run: LiveRun, log_path: Path, la
                      "greedy = best": float((picks == best).mean()) if len(picks) else None,
                      "greedy mode": picks.mode().iloc[0] if len(picks) else None,
                      "taken = best (recent)": float((taken == best).mean()) if len(taken) else None})
+    return pd.DataFrame(rows)
+
+
+class SnapshotTarget(InProcessTarget):
+    """The policy in process, its bandit saved after each of ``marks`` decisions, to see later how
+    its greedy choices moved over the run."""
+
+    def __init__(self, policy: OnlinePolicy, marks: list[int], folder: Path) -> None:
+        super().__init__(policy)
+        self.marks, self.folder, self.snapshots = set(marks), folder, []
+
+    def decide(self, request: dict) -> dict:
+        reply = super().decide(request)
+        if self.requests in self.marks:
+            path = self.policy.bandit.save(self.folder / f"snapshot-{self.requests}.zip")
+            self.snapshots.append({"decisions": self.requests, "path": path})
+        return reply
+
+
+def convergence(run: LiveRun, log_path: Path, snapshots: list[dict]) -> pd.DataFrame:
+    """Per snapshot of the bandit (``path``: its checkpoint): per persona, how often its greedy
+    choice is the persona's best action on the persona's last 1,000 contexts up to then. In process
+    a snapshot also says after how many of the run's ``decisions`` it was taken; over HTTP, up to
+    then is what the checkpoint had learned (its ``log_lines``, the first lines of the log)."""
+    rows = []
+    full = None
+    for snap in snapshots:
+        bandit = ContextualBandit.load(snap["path"])
+        if "decisions" in snap:
+            full = full if full is not None else logged_contexts(log_path)
+            contexts, upto = full, snap["decisions"]
+        else:
+            contexts = logged_contexts(log_path, int(bandit.metadata_["log_lines"]))
+            upto = max((i + 1 for i, d in enumerate(run.decisions) if d["decision_id"] in contexts), default=0)
+        frame = greedy_by_persona(bandit, run, contexts, upto=upto)
+        rows.append({"decisions": upto, **dict(zip(frame["persona"], frame["greedy = best"]))})
+        bandit.close()
     return pd.DataFrame(rows)
 
 
@@ -243,6 +309,39 @@ def figure(path: Path, runs: dict[str, LiveRun]) -> None:
     fig.write_html(path, include_plotlyjs="cdn")
 
 
+class Snapshots:
+    """Copies of the server's bandit checkpoint (written every 1,000 learned rewards, with how many
+    log lines it has learned), at most one per ``every`` seconds."""
+
+    def __init__(self, checkpoint: Path, folder: Path, every: float = 60.0) -> None:
+        import threading
+
+        self.checkpoint, self.folder, self.every = checkpoint, folder, every
+        self.taken: list[dict] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        seen = None
+        while not self._stop.wait(self.every):
+            try:
+                stamp = self.checkpoint.stat().st_mtime_ns
+                if stamp == seen:
+                    continue
+                self.folder.mkdir(parents=True, exist_ok=True)
+                path = self.folder / f"bandit-{len(self.taken) + 1}.zip"
+                shutil.copyfile(self.checkpoint, path)  # the server replaces it whole, never rewrites it
+            except FileNotFoundError:
+                continue
+            seen = stamp
+            self.taken.append({"path": path})
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -278,7 +377,11 @@ def over_http(seconds: float, rate: float, seed: int, profile_refresh: str = "30
             if server.poll() is not None:
                 raise RuntimeError(f"journeymap serve exited: {(work / 'server.log').read_text()[-1000:]}")
             time.sleep(0.5)
-        run = run_http(url, rate=rate, duration=seconds, seed=seed, api_key=API_KEY)
+        snapper = Snapshots(store.with_suffix(".decisions.bandit.zip"), work / "snapshots")
+        try:
+            run = run_http(url, rate=rate, duration=seconds, seed=seed, api_key=API_KEY)
+        finally:
+            snapper.stop()
     finally:
         server.send_signal(signal.SIGINT)  # a clean stop: the decisions' shutdown checkpoints the bandit
         try:
@@ -286,13 +389,18 @@ def over_http(seconds: float, rate: float, seed: int, profile_refresh: str = "30
         except subprocess.TimeoutExpired:
             server.kill()
     log_path = store.with_suffix(".decisions.jsonl")
+    # The simulator's side of each decision (persona, every action's true expected reward), to join
+    # with the server's log by decision id, e.g. to replay the logged contexts with another learner.
+    run.write(work / "run.jsonl")
     out = {"run": run, "summary": run.summary(), "errors": run.errors[:5], "log": log_path}
     if log_path.exists() and len(run.decisions):
         out["log_decisions"] = len(read_log(log_path))
         out["profile_lag"] = profile_lag(log_path)
         checkpoint = store.with_suffix(".decisions.bandit.zip")
         if checkpoint.exists():
-            out["personas"] = greedy_by_persona(ContextualBandit.load(checkpoint), run, log_path)
+            out["personas"] = greedy_by_persona(ContextualBandit.load(checkpoint), run, logged_contexts(log_path))
+            if snapper.taken:
+                out["convergence"] = with_end(convergence(run, log_path, snapper.taken), run, out["personas"])
     return out
 
 
@@ -329,6 +437,10 @@ def http_report(args: argparse.Namespace) -> dict | None:
     if "personas" in http:
         print()
         print(markdown(http["personas"]))
+    if "convergence" in http:
+        print("\nThe server's bandit over the run, as checkpointed about once a minute: per persona, greedy = best on "
+              "its last 1,000 logged contexts up to then:\n")
+        print(markdown(http["convergence"], 2))
     if len(http["run"].decisions):
         figure(OUT / "regret-http.html", {"http": http["run"]})
         print(f"\nfigure: {OUT / 'regret-http.html'}")
@@ -336,6 +448,7 @@ def http_report(args: argparse.Namespace) -> dict | None:
 
 
 def main() -> None:
+    global OUT
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sessions", type=int, default=100_000, help="simulated sessions per policy, in process")
     parser.add_argument("--explorations", default="squarecb,epsilon", help="bandits to run, comma-separated")
@@ -345,6 +458,7 @@ def main() -> None:
     parser.add_argument("--http-only", action="store_true", help="only the run over HTTP")
     parser.add_argument("--http-profile-refresh", default="30s", help="the server's --profile-refresh over HTTP")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--out", type=Path, default=OUT, help="folder for the runs' logs, figures and results.json")
     parser.add_argument("--repeat-seeds", default="", help="more seeds for the first exploration, comma-separated")
     parser.add_argument("--ceiling-sessions", type=int, default=60_000, help="uniform traffic for what the "
                         "context allows; 0: skip")
@@ -352,12 +466,14 @@ def main() -> None:
                         help="a policy setting for the in-process bandits, e.g. gamma_scale=10 or learning_rate=0.03 "
                              "(PolicyConfig's numeric keys; repeatable)")
     args = parser.parse_args()
+    OUT = args.out
     settings = {}
     for item in args.set:
         key, _, value = item.partition("=")
-        if key not in {"epsilon", "softmax_lambda", "gamma_scale", "bag", "learning_rate", "power_t"} or not value:
+        if key not in {"epsilon", "softmax_lambda", "gamma_scale", "bag", "learning_rate", "power_t", "clip_p"} \
+                or not value:
             raise SystemExit(f"--set takes KEY=VALUE with KEY one of epsilon, softmax_lambda, gamma_scale, bag, "
-                             f"learning_rate, power_t; got {item!r}")
+                             f"learning_rate, power_t, clip_p; got {item!r}")
         settings[key] = int(value) if key == "bag" else float(value)
     OUT.mkdir(parents=True, exist_ok=True)
     print(machine("vowpalwabbit", "fastapi", "numpy", load=True))
@@ -366,14 +482,15 @@ def main() -> None:
     if args.http_only:
         http_report(args)
         return
-    tables, runs, personas, policies, results = [], {}, {}, {}, {}
+    tables, runs, personas, policies, results, converged = [], {}, {}, {}, {}, {}
     for exploration in args.explorations.split(","):
         work = OUT / exploration
         shutil.rmtree(work, ignore_errors=True)
         config = PolicyConfig(exploration=exploration, seed=args.seed, **settings)
         policy = OnlinePolicy(work / "live.decisions.jsonl", secret=SECRET, config=config)
+        target = SnapshotTarget(policy, snapshot_marks(args.sessions), work)
         started = time.perf_counter()
-        run = run_live(InProcessTarget(policy), sessions=args.sessions, seed=args.seed)
+        run = run_live(target, sessions=args.sessions, seed=args.seed)
         seconds = time.perf_counter() - started
         policy.checkpoint()
         label = f"{exploration} ({policy.bandit.arguments().replace(' --quiet', '')})"
@@ -381,7 +498,9 @@ def main() -> None:
               f"({run.sessions / seconds:,.0f} sessions/s, each a decision request, its learning and ~6 events)")
         tables.append(regret_table(run, exploration))
         runs[exploration] = run
-        personas[exploration] = greedy_by_persona(policy.bandit, run, policy.log_path)
+        personas[exploration] = greedy_by_persona(policy.bandit, run, logged_contexts(policy.log_path))
+        converged[exploration] = with_end(convergence(run, policy.log_path, target.snapshots), run,
+                                          personas[exploration])
         policies[exploration] = policy
         results[exploration] = {"seconds": seconds, "summary": run.summary()}
 
@@ -391,6 +510,9 @@ def main() -> None:
     for exploration, frame in personas.items():
         print(f"\n## Per persona, the final {exploration} bandit's greedy choice\n")
         print(markdown(frame))
+        print(f"\nThe {exploration} bandit's greedy choice = best over the run (per persona, on its last 1,000 "
+              "contexts up to then):\n")
+        print(markdown(converged[exploration], 2))
     figure(OUT / "regret.html", runs)
     print(f"\nfigure: {OUT / 'regret.html'}")
 
@@ -398,18 +520,21 @@ def main() -> None:
     extra: dict = {}
     repeats = [args.seed, *(int(s) for s in args.repeat_seeds.split(",") if s.strip())]
     if len(repeats) > 1:
-        rows = []
+        rows, curves = [], []
         for seed in repeats:
             if seed == args.seed:
-                run, frame = runs[first], personas[first]
+                run, frame, curve = runs[first], personas[first], converged[first]
             else:
                 work = OUT / f"{first}-seed{seed}"
                 shutil.rmtree(work, ignore_errors=True)
                 with OnlinePolicy(work / "live.decisions.jsonl", secret=SECRET,
                                   config=PolicyConfig(exploration=first, seed=seed, **settings)) as policy:
-                    run = run_live(InProcessTarget(policy), sessions=args.sessions, seed=seed)
+                    target = SnapshotTarget(policy, snapshot_marks(args.sessions), work)
+                    run = run_live(target, sessions=args.sessions, seed=seed)
                     policy.checkpoint()
-                    frame = greedy_by_persona(policy.bandit, run, policy.log_path)
+                    frame = greedy_by_persona(policy.bandit, run, logged_contexts(policy.log_path))
+                    curve = with_end(convergence(run, policy.log_path, target.snapshots), run, frame)
+            curves.append(curve.assign(seed=seed))
             end = run.regret([len(run.decisions)]).iloc[-1]
             rows.append({"seed": seed, "decisions": len(run.decisions), "regret_policy": end["regret_policy"],
                          "regret_uniform": end["regret_uniform"],
@@ -422,6 +547,18 @@ def main() -> None:
               "choice = best\n")
         print(markdown(repeated))
         extra["repeats"] = repeated.to_dict("records")
+        # the seeds' runs differ in length only in the last row (the end of each run)
+        curves = pd.concat(curves, ignore_index=True)
+        curves["mark"] = curves.groupby("seed").cumcount()
+        names = [q.name for q in PERSONAS]
+        spread = curves.groupby("mark").agg({"decisions": "min", **{n: ["mean", "min"] for n in names}})
+        over_seeds = pd.DataFrame({"decisions": spread[("decisions", "min")].astype(int)})
+        for n in names:
+            over_seeds[n] = [f"{m:.2f} (min {lo:.2f})" for m, lo in zip(spread[(n, "mean")], spread[(n, "min")])]
+        print(f"\nOver the run, per persona, greedy = best: mean over the {len(repeats)} seeds (and the lowest seed); "
+              "the last row is each run's end:\n")
+        print(markdown(over_seeds))
+        extra["convergence_by_seed"] = curves.to_dict("records")
 
     if args.ceiling_sessions > 0:
         gaps, ceiling = context_ceiling(args.ceiling_sessions, args.seed + 200)
@@ -447,6 +584,7 @@ def main() -> None:
     (OUT / "results.json").write_text(json.dumps({
         "machine": machine("vowpalwabbit", "fastapi", "numpy"), "args": vars(args),
         "regret": table.to_dict("records"), "personas": {k: v.to_dict("records") for k, v in personas.items()},
+        "convergence": {k: v.to_dict("records") for k, v in converged.items()},
         "offline": offline.to_dict("records"), "runs": results, **extra,
         "http": None if http is None else {"summary": http["summary"], "errors": http["errors"]},
     }, indent=1, default=str))

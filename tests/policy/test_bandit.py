@@ -70,6 +70,33 @@ def test_pairs_of_context_features_tell_apart_what_no_single_feature_does(intera
     assert ("--interactions CCA" in bandit.arguments()) == (right == 4)
 
 
+def _learned_with(floor: float | None = None, **params) -> dict[str, float]:
+    """The pmf in context x after 600 rewards logged with probabilities 0.02, 0.3 or 0.9 (each at
+    least ``floor``, when given)."""
+    bandit = ContextualBandit(exploration="squarecb", seed=1, **params)
+    rng = np.random.default_rng(0)
+    for _ in range(600):
+        ctx, action, p = "xy"[rng.integers(2)], "abc"[rng.integers(3)], float(rng.choice([0.02, 0.3, 0.9]))
+        reward = float(rng.random() < (0.5 if action == BEST.get(ctx) else 0.3))
+        bandit.learn({"ctx": ctx}, ["a", "b", "c"], action, p if floor is None else max(p, floor), reward)
+    return bandit.probabilities({"ctx": "x"}, ["a", "b", "c"])
+
+
+def test_clip_p_weighs_a_reward_as_if_its_probability_were_at_least_clip_p():
+    # A reward weighs 1 / probability, so a lucky reward for an action chosen with probability 0.02
+    # weighs 50 times one taken for sure; clip_p 0.3 caps that at 1 / 0.3.
+    clipped = _learned_with(clip_p=0.3)
+    assert clipped == _learned_with(floor=0.3, clip_p=None)
+    assert clipped != _learned_with(clip_p=None)
+    assert "--clip_p 0.3" in ContextualBandit(clip_p=0.3).arguments()
+    assert "--clip_p" not in ContextualBandit(clip_p=None).arguments()
+    with pytest.raises(JourneymapError, match=r"The bandit's clip_p must be a probability in \(0, 1\], like 0.1. Got 0."):
+        ContextualBandit(clip_p=0).arguments()
+    with pytest.raises(ConfigError, match=r"policy.clip_p must be a number from 0 to 1, like 0.1. Got 1.5."):
+        PolicyConfig.from_mapping({"clip_p": 1.5})
+    assert PolicyConfig.from_mapping({"clip_p": 0.2}).bandit().clip_p == 0.2
+
+
 def test_interactions_are_checked():
     with pytest.raises(JourneymapError, match=r"Each of the bandit's interactions is two or more of the namespaces C "
                                               r"\(context categories\), N \(context numbers\) and A \(the action\), "
@@ -101,7 +128,7 @@ def test_the_same_seed_makes_the_same_choices():
 
 
 def test_a_checkpoint_rebuilds_the_bandit(tmp_path):
-    bandit = _trained(exploration="squarecb", learning_rate=0.3)
+    bandit = _trained(exploration="squarecb", learning_rate=0.3, clip_p=0.2)
     path = bandit.save(tmp_path / "bandit.zip", log_lines=7)
     loaded = ContextualBandit.load(path)
     assert loaded.get_params() == bandit.get_params()

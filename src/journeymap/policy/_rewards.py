@@ -90,8 +90,8 @@ def _number(data: Mapping[str, Any], key: str, what: str, where: str, low: float
     return value
 
 
-_EXAMPLES = {"epsilon": 0.1, "softmax_lambda": 10, "gamma_scale": 3, "bag": 5, "learning_rate": 0.01, "power_t": 0.5,
-             "seed": 0, "checkpoint_every": 1000, "default": 0}
+_EXAMPLES = {"epsilon": 0.1, "softmax_lambda": 10, "gamma_scale": 5, "bag": 5, "learning_rate": 0.01, "power_t": 0.5,
+             "clip_p": 0.1, "seed": 0, "checkpoint_every": 1000, "default": 0}
 
 
 @dataclass(frozen=True)
@@ -218,11 +218,12 @@ class PolicyConfig:
     exploration: str = "squarecb"
     epsilon: float = 0.1  # epsilon and bag: the share of decisions spread over all actions
     softmax_lambda: float = 10.0
-    gamma_scale: float = 3.0
+    gamma_scale: float = 5.0
     bag: int = 5
     interactions: tuple[str, ...] = INTERACTIONS
     learning_rate: float | None = 0.01
     power_t: float | None = 0.5
+    clip_p: float | None = 0.1  # a reward weighs at most 1 / clip_p; see ContextualBandit
     seed: int = 0
     vw_args: str = ""
     reward: RewardDefinition = field(default_factory=RewardDefinition)
@@ -232,8 +233,8 @@ class PolicyConfig:
     def bandit(self) -> ContextualBandit:
         return ContextualBandit(exploration=self.exploration, epsilon=self.epsilon,
                                 softmax_lambda=self.softmax_lambda, gamma_scale=self.gamma_scale, bag=self.bag,
-                                interactions=self.interactions, learning_rate=self.learning_rate, power_t=self.power_t, seed=self.seed,
-                                vw_args=self.vw_args)
+                                interactions=self.interactions, learning_rate=self.learning_rate, power_t=self.power_t,
+                                clip_p=self.clip_p, seed=self.seed, vw_args=self.vw_args)
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any] | PolicyConfig | None, where: str = "", vocabulary: Any = None,
@@ -263,8 +264,8 @@ class PolicyConfig:
                 ("epsilon", 0, 1, False, False), ("softmax_lambda", 0, None, True, False),
                 ("gamma_scale", 0, None, True, False), ("bag", 1, None, False, True),
                 ("learning_rate", 0, None, True, False), ("power_t", 0, None, False, False),
-                ("seed", 0, None, False, True), ("checkpoint_every", 1, None, False, True)):
-            if key in data and not (data[key] is None and key in ("learning_rate", "power_t")):
+                ("clip_p", 0, 1, True, False), ("seed", 0, None, False, True), ("checkpoint_every", 1, None, False, True)):
+            if key in data and not (data[key] is None and key in ("learning_rate", "power_t", "clip_p")):
                 _number(data, key, f"policy.{key}", where, low, high, strict, integer)
         if "interactions" in data:
             crosses = data["interactions"]
