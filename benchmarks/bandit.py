@@ -15,6 +15,9 @@ Every decision records every action's true expected reward, so regret is exact, 
 * per persona: how often the final bandit's greedy choice is the persona's best action, on the
   persona's last 1,000 logged contexts where the choice matters (not the bargain hunter's first
   visits, where no action moves anything);
+* the same over the run, from snapshots of the bandit (in process after 2,500, 5,000, 10,000, ...
+  decisions; over HTTP the server's checkpoint, copied about once a minute), each judged on the
+  persona's last 1,000 contexts up to then: whether the greedy choice settles or keeps swinging;
 * offline: the final greedy policy (and fixed ones) evaluated from the decision log by IPS, SNIPS
   and DR (normal 95% intervals) against what it really earns on fresh simulated traffic;
 * what the context allows: per persona, how far its best action leads the next (and the decisions
@@ -42,6 +45,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -314,8 +318,6 @@ class Snapshots:
     log lines it has learned), at most one per ``every`` seconds."""
 
     def __init__(self, checkpoint: Path, folder: Path, every: float = 60.0) -> None:
-        import threading
-
         self.checkpoint, self.folder, self.every = checkpoint, folder, every
         self.taken: list[dict] = []
         self._stop = threading.Event()
