@@ -93,7 +93,7 @@ def test_policy_settings_come_from_the_config(tmp_path):
     )
     policy = Settings.load(tmp_path / "journeymap.toml").policy
     assert (policy.exploration, policy.epsilon, policy.learning_rate) == ("epsilon", 0.2, 0.05)
-    assert policy.gamma_scale == 3.0  # not given: the library's default
+    assert (policy.gamma_scale, policy.clip_p) == (5.0, 0.1)  # not given: the library's defaults
     assert policy.log == tmp_path / "decisions" / "shop.jsonl"  # relative to the config file, not the working folder
     # event types as the store keeps them (the alias resolved)
     assert policy.reward.values == {"purchase": 1.0, "add_to_cart": 0.3}
