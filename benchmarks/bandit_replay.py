@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 from _machine import machine  # benchmarks/ is the script's folder, so first on sys.path
+from bandit import matters
 
 from journeymap.policy import ContextualBandit
 from journeymap.simulator._live import BEST_ACTION
@@ -71,8 +72,7 @@ def replay(rows: list, params: dict, seed: int, delay: int) -> tuple[float, dict
         bandit.learn(*waiting.popleft())
     out = {}
     for q in PERSONAS:
-        # not the bargain hunter's first visits, where no action moves anything
-        mine = [(c, a) for c, a, p, e in rows if p == q.name and max(e.values()) - min(e.values()) > 1e-12][-1000:]
+        mine = [(c, a) for c, a, p, e in rows if p == q.name and matters({"expected": e})][-1000:]
         picks = [bandit.greedy(c, a) for c, a in mine]
         best = BEST_ACTION[q.name]
         out[q.name] = (sum(p == best for p in picks) / len(picks), max(set(picks), key=picks.count))

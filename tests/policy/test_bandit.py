@@ -139,6 +139,23 @@ def test_a_checkpoint_rebuilds_the_bandit(tmp_path):
         [bandit.choose({"ctx": "x"}, ["a", "b"]).action for _ in range(20)]
 
 
+def test_a_checkpoint_from_before_clip_p_loads_as_the_unclipped_bandit_it_was(tmp_path):
+    import zipfile
+
+    bandit = _trained(exploration="squarecb", clip_p=None)
+    path = bandit.save(tmp_path / "bandit.zip")
+    with zipfile.ZipFile(path) as zf:  # the header as an older journeymap wrote it: no clip_p
+        header, model = json.loads(zf.read("bandit.json")), zf.read("model.vw")
+    del header["params"]["clip_p"]
+    old = tmp_path / "old.zip"
+    with zipfile.ZipFile(old, "w") as zf:
+        zf.writestr("bandit.json", json.dumps(header))
+        zf.writestr("model.vw", model)
+    loaded = ContextualBandit.load(old)
+    assert loaded.clip_p is None  # not the new default, which its model never learned with
+    assert loaded.probabilities({"ctx": "x"}, ["a", "b"]) == bandit.probabilities({"ctx": "x"}, ["a", "b"])
+
+
 def test_a_file_that_is_no_checkpoint_is_refused(tmp_path):
     path = tmp_path / "model.zip"
     path.write_text("not a zip")

@@ -201,8 +201,7 @@ class ContextualBandit:
         return {"exploration": self.exploration, "epsilon": self.epsilon, "softmax_lambda": self.softmax_lambda,
                 "gamma_scale": self.gamma_scale, "bag": self.bag, "interactions": list(self.interactions),
                 "learning_rate": self.learning_rate, "power_t": self.power_t, "l2": self.l2, "clip_p": self.clip_p,
-                "seed": self.seed,
-                "vw_args": self.vw_args}
+                "seed": self.seed, "vw_args": self.vw_args}
 
     def __repr__(self) -> str:
         return f"ContextualBandit({self.arguments()!r}, learned={self.n_learned_:,})"
